@@ -1,0 +1,20 @@
+# The two commands the README shows. Each sets up .venv on a fresh clone if needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS ?= dev,ray,medmnist
+
+.PHONY: demo test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@$(BIN)/catscans recommend --target demo
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q -p no:cacheprovider tests

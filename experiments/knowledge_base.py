@@ -1,0 +1,205 @@
+"""The knowledge-base (KB) format: measured transfer results plus what describes each dataset.
+
+A KB is a folder ``artifacts/kb/<name>/`` of plain files, so that a published
+matrix, a matrix we measured with ``build-matrix`` and a user's own runs all
+look the same to the meta-model:
+
+``manifest.json``
+    name, description, metric, architecture, protocol, provenance, counts, format_version.
+``records.csv``
+    long format, one row per measured value:
+    ``source, target, metric, value, fold, seed, architecture, protocol, study, file, commit``.
+    ``fold``/``seed`` are -1 when the value is already an aggregate.
+``datasets.csv``
+    one card per dataset: ``name, role, domain, modality, n_images, n_classes, channels,
+    resolution, task, licence, image_set, provenance`` (role: source/target/both; domain:
+    natural/medical; image_set: the shared ``.npz`` stem it was measured on, or empty).
+``meta_features.csv`` (optional)
+    ``dataset`` + one column per meta-feature; NaN where not computable (never invented).
+``pair_features.csv`` (optional)
+    long format ``source, target, feature, value, kind, provenance`` for pair-level facts
+    that come with the study or are computed from checkpoints (kind: similarity, expert,
+    transferability).
+``checkpoints/<source>.safetensors`` (optional)
+    source-pretrained weights, with ``checkpoints/<source>.json`` describing the architecture.
+
+It lives in ``experiments`` because experiments writes KBs (``--export-kb``) and the
+recommender reads them; import direction forbids the reverse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imagesets import UserError
+
+FORMAT_VERSION = 1
+RECORD_COLUMNS = [
+    "source", "target", "metric", "value", "fold", "seed",
+    "architecture", "protocol", "study", "file", "commit",
+]
+DATASET_COLUMNS = [
+    "name", "role", "domain", "modality", "n_images", "n_classes", "channels",
+    "resolution", "task", "licence", "image_set", "provenance",
+]
+PAIR_COLUMNS = ["source", "target", "feature", "value", "kind", "provenance"]
+
+
+class KnowledgeBaseError(UserError):
+    """A KB that cannot be found or read."""
+
+
+def artifacts_dir() -> Path:
+    """Where shipped artifacts live: ``$CATSCANS_ARTIFACTS`` or the repository's ``artifacts/``."""
+    env = os.environ.get("CATSCANS_ARTIFACTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def kb_root() -> Path:
+    return artifacts_dir() / "kb"
+
+
+@dataclass
+class KnowledgeBase:
+    """A loaded KB. Tables are pandas DataFrames in the column layouts above."""
+
+    name: str
+    records: pd.DataFrame
+    datasets: pd.DataFrame
+    manifest: dict = field(default_factory=dict)
+    meta_features: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["dataset"]))
+    pair_features: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIR_COLUMNS))
+    path: Path | None = None
+
+    # -- views -------------------------------------------------------------
+    @property
+    def metric(self) -> str:
+        return str(self.manifest.get("metric", "roc_auc"))
+
+    def matrix(self, agg: str = "mean") -> pd.DataFrame:
+        """Sources x targets of the KB's metric, aggregated over folds/seeds (NaN = not measured)."""
+        r = self.records[self.records["metric"] == self.metric]
+        m = r.pivot_table(index="source", columns="target", values="value", aggfunc=agg)
+        return m.reindex(index=self.sources, columns=self.targets)
+
+    def spread(self) -> pd.DataFrame:
+        """Sources x targets standard deviation over folds/seeds (NaN where one value)."""
+        r = self.records[(self.records["metric"] == self.metric)]
+        return r.pivot_table(index="source", columns="target", values="value", aggfunc="std").reindex(
+            index=self.sources, columns=self.targets
+        )
+
+    @property
+    def sources(self) -> list[str]:
+        order = self.manifest.get("sources")
+        return list(order) if order else sorted(self.records["source"].unique())
+
+    @property
+    def targets(self) -> list[str]:
+        order = self.manifest.get("targets")
+        return list(order) if order else sorted(self.records["target"].unique())
+
+    def card(self, name: str) -> dict:
+        row = self.datasets[self.datasets["name"] == name]
+        return {} if row.empty else row.iloc[0].to_dict()
+
+    def pair_feature_matrix(self, feature: str) -> pd.DataFrame:
+        pf = self.pair_features[self.pair_features["feature"] == feature]
+        return pf.pivot_table(index="source", columns="target", values="value", aggfunc="mean")
+
+    def checkpoint_path(self, source: str) -> Path | None:
+        if self.path is None:
+            return None
+        p = self.path / "checkpoints" / f"{source}.safetensors"
+        return p if p.exists() else None
+
+    @property
+    def has_checkpoints(self) -> bool:
+        return self.path is not None and any((self.path / "checkpoints").glob("*.safetensors"))
+
+
+def _read_csv(path: Path, **kw) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kw)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # malformed table -> one-line error
+        raise KnowledgeBaseError(f"cannot read {path}: {exc}") from exc
+
+
+def resolve_kb_path(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.is_dir() and (p / "manifest.json").exists():
+        return p
+    cand = kb_root() / str(name_or_path)
+    if (cand / "manifest.json").exists():
+        return cand
+    known = ", ".join(list_kbs()) or "none"
+    raise KnowledgeBaseError(f"no knowledge base '{name_or_path}' (known: {known})")
+
+
+def load_kb(name_or_path: str | os.PathLike) -> KnowledgeBase:
+    """Load a KB by name (under ``artifacts/kb``) or by folder path."""
+    path = resolve_kb_path(name_or_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    records = _read_csv(path / "records.csv", keep_default_na=True)
+    datasets = _read_csv(path / "datasets.csv", keep_default_na=False, na_values=[""])
+    mf_path = path / "meta_features.csv"
+    meta = _read_csv(mf_path) if mf_path.exists() else pd.DataFrame(columns=["dataset"])
+    pf_path = path / "pair_features.csv"
+    pair = _read_csv(pf_path) if pf_path.exists() else pd.DataFrame(columns=PAIR_COLUMNS)
+    return KnowledgeBase(
+        name=manifest.get("name", path.name),
+        records=records,
+        datasets=datasets,
+        manifest=manifest,
+        meta_features=meta,
+        pair_features=pair,
+        path=path,
+    )
+
+
+def save_kb(kb: KnowledgeBase, path: str | os.PathLike | None = None) -> Path:
+    """Write a KB atomically per file (write to ``.tmp`` then rename). Returns the folder."""
+    out = Path(path) if path is not None else kb_root() / kb.name
+    out.mkdir(parents=True, exist_ok=True)
+    records = kb.records.reindex(columns=RECORD_COLUMNS)
+    datasets = kb.datasets.reindex(columns=DATASET_COLUMNS)
+    manifest = dict(kb.manifest)
+    manifest.setdefault("name", kb.name)
+    manifest["format_version"] = FORMAT_VERSION
+    manifest.setdefault("sources", sorted(records["source"].unique().tolist()))
+    manifest.setdefault("targets", sorted(records["target"].unique().tolist()))
+    manifest["n_records"] = int(len(records))
+    m = kb.matrix() if not records.empty else pd.DataFrame()
+    manifest["n_cells"] = int(np.isfinite(m.to_numpy(dtype=float)).sum()) if not m.empty else 0
+    files = {"records.csv": records, "datasets.csv": datasets}
+    if kb.meta_features is not None and len(kb.meta_features):
+        files["meta_features.csv"] = kb.meta_features
+    if kb.pair_features is not None and len(kb.pair_features):
+        files["pair_features.csv"] = kb.pair_features.reindex(columns=PAIR_COLUMNS)
+    for fname, df in files.items():
+        tmp = out / (fname + ".tmp")
+        df.to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, out / fname)
+    manifest["files"] = sorted(list(files) + ["manifest.json"])
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "manifest.json")
+    kb.path = out
+    return out
+
+
+def list_kbs(root: Path | None = None) -> list[str]:
+    root = root or kb_root()
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists())

@@ -1,0 +1,1 @@
+"""meta_features: dataset meta-representations, similarities and transferability estimates."""

@@ -1,0 +1,3 @@
+from recommender.cli import app
+
+app(prog_name="catscans")

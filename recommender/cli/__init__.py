@@ -1,0 +1,47 @@
+"""The `catscans` command line: thin typer app that parses, calls the library, renders.
+
+Each command lives in its own module with a ``register(app)`` function, so
+commands can grow independently.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from recommender import __version__
+
+app = typer.Typer(
+    name="catscans",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    help="Recommend a source dataset / pretrained model for transfer to a new 2D medical-imaging target.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"catscans {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """catscans: which source to start from before fine-tuning on a new 2D target."""
+
+
+from recommender.cli import (  # noqa: E402  (commands register themselves on `app`)
+    _build_matrix,
+    _evaluate,
+    _inspect,
+    _kb,
+    _recommend,
+)
+
+for _mod in (_recommend, _build_matrix, _evaluate, _inspect, _kb):
+    _mod.register(app)
+
+__all__ = ["app"]
