@@ -84,18 +84,23 @@ class KnowledgeBase:
     def metric(self) -> str:
         return str(self.manifest.get("metric", "roc_auc"))
 
-    def matrix(self, agg: str = "mean") -> pd.DataFrame:
-        """Sources x targets of the KB's metric, aggregated over folds/seeds (NaN = not measured)."""
-        r = self.records[self.records["metric"] == self.metric]
+    def matrix(self, agg: str = "mean", metric: str | None = None) -> pd.DataFrame:
+        """Sources x targets of the KB's metric (or ``metric``), aggregated over folds/seeds (NaN = not measured)."""
+        r = self.records[self.records["metric"] == (metric or self.metric)]
         m = r.pivot_table(index="source", columns="target", values="value", aggfunc=agg)
         return m.reindex(index=self.sources, columns=self.targets)
 
-    def spread(self) -> pd.DataFrame:
-        """Sources x targets standard deviation over folds/seeds (NaN where one value)."""
-        r = self.records[(self.records["metric"] == self.metric)]
-        return r.pivot_table(index="source", columns="target", values="value", aggfunc="std").reindex(
-            index=self.sources, columns=self.targets
-        )
+    def spread(self, metric: str | None = None) -> pd.DataFrame:
+        """Sources x targets standard deviation over folds/seeds (NaN where one value).
+
+        ``metric`` picks another record metric, e.g. a KB's ``manifest['run_metric']``
+        (per-run values behind an aggregate cell).
+        """
+        return self.matrix(agg="std", metric=metric)
+
+    def counts(self, metric: str | None = None) -> pd.DataFrame:
+        """Sources x targets number of records behind each cell (0 = not measured)."""
+        return self.matrix(agg="count", metric=metric).fillna(0).astype(int)
 
     @property
     def sources(self) -> list[str]:
@@ -188,7 +193,7 @@ def save_kb(kb: KnowledgeBase, path: str | os.PathLike | None = None) -> Path:
         files["pair_features.csv"] = kb.pair_features.reindex(columns=PAIR_COLUMNS)
     for fname, df in files.items():
         tmp = out / (fname + ".tmp")
-        df.to_csv(tmp, index=False, float_format="%.6g")
+        df.to_csv(tmp, index=False)  # full precision: a transcription must round-trip exactly
         os.replace(tmp, out / fname)
     manifest["files"] = sorted(list(files) + ["manifest.json"])
     tmp = out / "manifest.json.tmp"

@@ -1,0 +1,82 @@
+"""`catscans kb list / show / import` through the real typer app (CliRunner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import shared_path
+from typer.testing import CliRunner
+
+from experiments.knowledge_base import kb_root
+from recommender.cli import app
+
+runner = CliRunner()
+
+
+def _needs_shipped(name: str) -> None:
+    if not (kb_root() / name / "manifest.json").exists():
+        pytest.skip(f"shipped KB {name} is absent")
+
+
+def test_kb_list_json_has_both_shipped_kbs() -> None:
+    _needs_shipped("cats-scans2021")
+    _needs_shipped("juodelyte2024")
+    res = runner.invoke(app, ["kb", "list", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["cats-scans2021"]["n_cells"] == 24 and rows["cats-scans2021"]["architecture"] == "resnet50"
+    assert rows["juodelyte2024"]["n_cells"] == 168 and rows["juodelyte2024"]["n_sources"] == 15
+    assert "arXiv:2412.20172" in rows["juodelyte2024"]["provenance"]
+
+
+def test_kb_list_table_and_empty_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATSCANS_ARTIFACTS", str(tmp_path))
+    res = runner.invoke(app, ["kb", "list"])
+    assert res.exit_code == 0 and "no knowledge bases" in res.stdout
+
+
+def test_kb_show_table_json_csv_and_plot(tmp_path: Path) -> None:
+    _needs_shipped("cats-scans2021")
+    res = runner.invoke(app, ["kb", "show", "cats-scans2021"])
+    assert res.exit_code == 0, res.output
+    assert "0.9463 ± 0.0042 (n=5)" in res.stdout  # imagenet -> isic, sd over 5 folds
+    res = runner.invoke(app, ["kb", "show", "cats-scans2021", "-f", "json"])
+    cells = json.loads(res.stdout)["cells"]
+    assert len(cells) == 27 and sum(c["mean"] is not None for c in cells) == 24
+    res = runner.invoke(app, ["kb", "show", "cats-scans2021", "--metric", "transfer_score", "-f", "csv"])
+    assert res.exit_code == 0 and res.stdout.splitlines()[0] == "source,target,mean,sd,n"
+    png = tmp_path / "m.png"
+    res = runner.invoke(app, ["kb", "show", "cats-scans2021", "--plot", str(png), "-f", "csv"])
+    assert res.exit_code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kb_show_wide_matrix_is_not_folded() -> None:
+    _needs_shipped("juodelyte2024")
+    res = runner.invoke(app, ["kb", "show", "juodelyte2024"])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith("imagenet "))
+    assert "0.998" in line and "0.845" in line  # bloodmnist and tissuemnist cells on one line
+
+
+@pytest.mark.parametrize("args", [["kb", "show", "no-such-kb"],
+                                  ["kb", "show", "cats-scans2021", "--metric", "bogus"],
+                                  ["kb", "import", "no-such-study", "."],
+                                  ["kb", "import", "juodelyte2024", "/definitely/absent"]])
+def test_bad_input_is_one_line_exit_2(args: list[str]) -> None:
+    if "cats-scans2021" in args:
+        _needs_shipped("cats-scans2021")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_kb_import_cli_writes_out(tmp_path: Path) -> None:
+    src = shared_path("kb", "cats_scans2021")
+    res = runner.invoke(app, ["kb", "import", "cats-scans2021", str(src), "--out", str(tmp_path / "c"),
+                              "-f", "json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["n_cells"] == 24 and (tmp_path / "c" / "records.csv").exists()
+    assert "-0.11" in summary["checks"]["task2vec_vs_gain"]
