@@ -3,9 +3,25 @@
 Formats: ImageFolder (optional train/val/test level), flat unlabelled folders, CSV
 manifests (``path,label``), MedMNIST-style ``.npz``, ``medmnist:<flag>``; files in
 PNG/JPEG/TIFF/BMP (8/16-bit, palette, alpha) and DICOM. This package imports none
-of the other catscans packages.
+of the other catscans packages. Decoding policies are stated in ``imagesets._pixels``
+and ``imagesets._dicom``; layout rules in ``imagesets._scan``.
 """
 
+from imagesets._demo import build_demo_target
+from imagesets._pixels import MAX_PIXELS, REASONS, decode_file
+from imagesets._read import read_imageset
 from imagesets._types import Card, ChannelPolicy, ImageSet, ImageSetError, SkippedFile, UserError
 
-__all__ = ["Card", "ChannelPolicy", "ImageSet", "ImageSetError", "SkippedFile", "UserError"]
+__all__ = [
+    "MAX_PIXELS",
+    "REASONS",
+    "Card",
+    "ChannelPolicy",
+    "ImageSet",
+    "ImageSetError",
+    "SkippedFile",
+    "UserError",
+    "build_demo_target",
+    "decode_file",
+    "read_imageset",
+]

@@ -42,6 +42,7 @@ class SkippedFile:
 
     path: str
     reason: str
+    detail: str = ""  # e.g. the decoder's message; ``reason`` is the countable category
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Card:
     skipped_reasons: dict[str, int]  # reason -> count
     source: str  # the path or spec that was read
     side: int  # the side images were resized to
+    skipped_examples: list[dict] = field(default_factory=list)  # first few {path, reason, detail}
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -90,6 +92,7 @@ class ImageSet:
     paths: list[str]
     card: Card
     native_shapes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int32))
+    skipped: list[SkippedFile] = field(default_factory=list)  # every file not read, with why
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
