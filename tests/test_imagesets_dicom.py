@@ -7,46 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _makers import write_dicom
 
 from imagesets import build_demo_target, decode_file, read_imageset
 from imagesets._pixels import FileFault
-
-
-def write_dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2",
-                modality: str = "CT", window: tuple[float, float] | None = None,
-                intercept: float | None = None, bits_stored: int = 12,
-                compressed_garbage: bool = False) -> Path:
-    """A minimal valid Part-10 file (with the DICM preamble) written by pydicom."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = JPEGLSLossless if compressed_garbage else ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = modality
-    frames = pixels.shape[0] if pixels.ndim == 3 else 1
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    if intercept is not None:
-        ds.RescaleIntercept, ds.RescaleSlope = intercept, 1
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if compressed_garbage:
-        ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + bytes(range(200))] * frames)
-        ds["PixelData"].VR = "OB"
-    else:
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _ct_ramp() -> np.ndarray:

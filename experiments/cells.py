@@ -1,0 +1,169 @@
+"""One cell of the matrix, as a pure job: ``run_cell(cell, ctx) -> record``.
+
+Every backend (in-process, worker processes, Ray tasks) calls this same function;
+the cell writes its own record to the store, so a result is kept the moment it
+exists, whoever scheduled it. Seeds come from (protocol hash, source, target,
+repeat), never from the order of the grid.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments.data import load_dataset, source_split, stable_seed, target_split
+from experiments.models import create_model, load_checkpoint, replace_head, save_checkpoint
+from experiments.protocol import Protocol
+from experiments.store import cell_key, open_store
+from experiments.training import (
+    fit,
+    pick_device,
+    predict_proba,
+    roc_auc,
+    set_determinism,
+    to_uint8_tensor,
+)
+
+__all__ = ["Cell", "RunContext", "run_cell", "checkpoint_path", "SCRATCH", "IMAGENET"]
+
+SCRATCH = "scratch"  # the from-scratch baseline: random init, no pretraining
+IMAGENET = "imagenet"  # torchvision ImageNet weights (torchvision archs, online only)
+
+Event = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str  # pretrain | finetune
+    source: str
+    target: str  # "" for pretrain
+    repeat: int  # fold or seed index; -1 for pretrain
+    protocol_hash: str
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.kind, self.source, self.target, self.repeat, self.protocol_hash)
+
+    @property
+    def seed(self) -> int:
+        return stable_seed(self.protocol_hash, self.kind, self.source, self.target, self.repeat)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "pretrain":
+            return f"pretrain {self.source}"
+        return f"{self.source} → {self.target} #{self.repeat}"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a worker needs, as plain picklable values (paths, not objects)."""
+
+    protocol: Protocol
+    data_dir: str
+    run_dir: str
+    store_url: str | None
+    threads: int = 0  # torch intra-op threads in this worker; 0 = leave as is
+
+
+def checkpoint_path(run_dir: str | os.PathLike, source: str) -> Path:
+    from experiments.store import _safe
+
+    return Path(run_dir) / "checkpoints" / f"{_safe(source)}.safetensors"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _base_record(cell: Cell, proto: Protocol) -> dict:
+    return {
+        **asdict(cell), "key": cell.key, "seed": cell.seed, "protocol": proto.name,
+        "arch": proto.arch, "side": proto.side, "metric": "roc_auc", "host": socket.gethostname(),
+        "torch": torch.__version__, "python": platform.python_version(), "started_at": _now(),
+    }
+
+
+def _pretrain(cell: Cell, ctx: RunContext, emit: Event) -> dict:
+    p = ctx.protocol
+    ds = load_dataset(cell.source, ctx.data_dir, p.side, p.channels)
+    sp = source_split(ds, p.evaluation.split, p.seed, p.pretrain.max_images)
+    model = create_model(p.arch, ds.n_classes, p.channels, drop=p.pretrain.drop)
+    res = fit(model, (ds.images[sp.train], ds.labels[sp.train]), (ds.images[sp.val], ds.labels[sp.val]),
+              p.pretrain, cell.seed, on_epoch=lambda e, n, v: emit({"epoch": e, "epochs": n, "val_auc": v}))
+    test_auc = roc_auc(ds.labels[sp.test], predict_proba(model, to_uint8_tensor(ds.images[sp.test],
+                                                                                pick_device()), pick_device()))
+    ck = checkpoint_path(ctx.run_dir, cell.source)
+    save_checkpoint(model.cpu(), ck, {
+        "arch": p.arch, "num_classes": ds.n_classes, "in_chans": p.channels, "class_names": ds.class_names,
+        "side": p.side, "source": cell.source, "protocol": p.name, "protocol_hash": p.hash,
+        "seed": cell.seed, "val_auc": res.best_val_auc, "test_auc": test_auc, "card": ds.card.to_dict(),
+    })
+    return {"value": test_auc, "val_auc": res.best_val_auc, "best_epoch": res.best_epoch,
+            "epochs": res.epochs_run, "n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test),
+            "train_s": res.wall_s, "checkpoint": str(ck.relative_to(ctx.run_dir))}
+
+
+def _source_model(cell: Cell, ctx: RunContext, n_classes: int) -> torch.nn.Module:
+    p = ctx.protocol
+    if cell.source == SCRATCH:
+        return create_model(p.arch, n_classes, p.channels, drop=p.finetune.drop)
+    if cell.source == IMAGENET:
+        return create_model(p.arch, n_classes, p.channels, pretrained=True, drop=p.finetune.drop)
+    model, _ = load_checkpoint(checkpoint_path(ctx.run_dir, cell.source))
+    model = replace_head(model, n_classes)
+    if hasattr(model, "drop"):
+        model.drop = torch.nn.Dropout(p.finetune.drop)
+    return model
+
+
+def _finetune(cell: Cell, ctx: RunContext, emit: Event) -> dict:
+    p = ctx.protocol
+    ds = load_dataset(cell.target, ctx.data_dir, p.side, p.channels)
+    sp = target_split(ds, p.evaluation, p.seed, cell.repeat)
+    torch.manual_seed(cell.seed)  # the new head's init
+    model = _source_model(cell, ctx, ds.n_classes)
+    res = fit(model, (ds.images[sp.train], ds.labels[sp.train]), (ds.images[sp.val], ds.labels[sp.val]),
+              p.finetune, cell.seed, on_epoch=lambda e, n, v: emit({"epoch": e, "epochs": n, "val_auc": v}))
+    dev = pick_device()
+    test_auc = roc_auc(ds.labels[sp.test], predict_proba(model, to_uint8_tensor(ds.images[sp.test], dev), dev))
+    return {"value": test_auc, "val_auc": res.best_val_auc, "best_epoch": res.best_epoch,
+            "epochs": res.epochs_run, "n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test),
+            "train_s": res.wall_s, "fold": cell.repeat if p.evaluation.mode == "folds" else -1,
+            "seed_index": cell.repeat if p.evaluation.mode == "seeds" else -1,
+            "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
+                        for h in res.history]}
+
+
+def run_cell(cell: Cell, ctx: RunContext, emit: Event | None = None) -> dict:
+    """Run one cell, write its record to the store, return the record (skips if already stored)."""
+    store = open_store(ctx.store_url, Path(ctx.run_dir))
+    done = store.get(cell.key)
+    if done is not None and (cell.kind != "pretrain" or checkpoint_path(ctx.run_dir, cell.source).exists()):
+        return {**done, "skipped": True}
+    if ctx.threads > 0:
+        torch.set_num_threads(ctx.threads)
+    sink = emit or (lambda _e: None)
+
+    def emit(e: dict) -> None:
+        sink({"event": "epoch", "key": cell.key, "label": cell.label, **e})
+
+    t0 = time.perf_counter()
+    rec = _base_record(cell, ctx.protocol)
+    set_determinism(cell.seed)
+    emit({"event": "start"})
+    body = _pretrain(cell, ctx, emit) if cell.kind == "pretrain" else _finetune(cell, ctx, emit)
+    rec.update(body)
+    rec.update({"wall_s": round(time.perf_counter() - t0, 3), "finished_at": _now(), "status": "ok",
+                "pid": os.getpid(), "value": float(np.round(body["value"], 6))})
+    store.put(rec)
+    return rec

@@ -1,0 +1,168 @@
+"""Datasets for the matrix: load once per process, fixed splits, per-cell subsamples.
+
+Splits are derived from the dataset name and the protocol seed only, never from the
+source or the repeat, so every source is fine-tuned and tested on the same target
+images; only the training subsample (seeds mode) or the fold changes per repeat.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imagesets import ImageSet, ImageSetError, read_imageset
+
+__all__ = ["default_data_dir", "load_dataset", "stable_seed", "stratified_take", "fixed_split",
+           "SourceSplit", "TargetSplit", "native_card", "source_split", "target_split", "KNOWN_SETS"]
+
+# Facts about the 12 shared sets (SOURCES.md) that an ImageSet card cannot know.
+KNOWN_SETS: dict[str, dict[str, str]] = {
+    "pneumoniamnist": {"domain": "medical", "modality": "xray", "licence": "CC BY 4.0"},
+    "breastmnist": {"domain": "medical", "modality": "ultrasound", "licence": "CC BY 4.0"},
+    "retinamnist": {"domain": "medical", "modality": "fundus", "licence": "CC BY 4.0"},
+    "brain_tumor_mri": {"domain": "medical", "modality": "mri", "licence": "CC0-1.0 (unverified)"},
+    "ham10000_derm": {"domain": "medical", "modality": "dermoscopy", "licence": "CC BY-NC 4.0 (unverified)"},
+    "pbc_blood": {"domain": "medical", "modality": "microscopy", "licence": "CC BY 4.0 (unverified)"},
+    "kermany_cxr": {"domain": "medical", "modality": "xray", "licence": "CC BY 4.0 (unverified)"},
+    "cifar10_subset": {"domain": "natural", "modality": "photo", "licence": "unstated"},
+    "dtd_10class": {"domain": "natural", "modality": "texture", "licence": "research use"},
+    "fashion_mnist_subset": {"domain": "natural", "modality": "photo", "licence": "MIT"},
+    "mnist_test10k": {"domain": "natural", "modality": "digits", "licence": "CC BY-SA 3.0 (commonly cited)"},
+    "kmnist_test10k": {"domain": "natural", "modality": "characters", "licence": "CC BY-SA 4.0"},
+}
+
+
+def default_data_dir() -> Path:
+    """``$CATSCANS_DATA`` or ``../shared/data`` next to the repository."""
+    env = os.environ.get("CATSCANS_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def stable_seed(*parts: object) -> int:
+    """A 31-bit seed from any values; independent of Python's hash randomisation."""
+    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") % (2**31 - 1)
+
+
+@functools.lru_cache(maxsize=32)
+def load_dataset(spec: str, data_dir: str, side: int, channels: int) -> ImageSet:
+    """A labelled set by shared-npz stem (in ``data_dir``) or any ``read_imageset`` spec.
+
+    Cached per process: a worker reads each set once for all of its cells.
+    """
+    npz = Path(data_dir) / f"{spec}.npz"
+    policy = "grey" if channels == 1 else "rgb"
+    if npz.is_file():
+        return read_imageset(str(npz), side=side, channels=policy, require_labels=True, name=spec)
+    if not (Path(spec).expanduser().exists() or ":" in spec):
+        raise ImageSetError(f"unknown dataset '{spec}' (no {npz.name} in {data_dir}, and not a readable path)")
+    return read_imageset(spec, side=side, channels=policy, require_labels=True)
+
+
+def native_card(spec: str, data_dir: str, side: int):  # noqa: ANN201 (imagesets.Card)
+    """The card with the set's own channel count (``keep``), for KB dataset rows."""
+    npz = Path(data_dir) / f"{spec}.npz"
+    if npz.is_file():
+        return read_imageset(str(npz), side=side, channels="keep", require_labels=True, name=spec).card
+    return read_imageset(spec, side=side, channels="keep", require_labels=True).card
+
+
+def stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator,
+                    per_class: int = 0) -> np.ndarray:
+    """Indices of a stratified subsample: ``per_class`` each, else ``n`` in proportion (>= 1 per class)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if per_class > 0:
+        alloc = np.minimum(counts, per_class)
+    else:
+        if n <= 0 or n >= len(labels):
+            return rng.permutation(len(labels))
+        alloc = np.maximum(1, np.floor(counts / counts.sum() * n)).astype(int)
+        alloc = np.minimum(alloc, counts)
+        order = np.argsort(-(counts / counts.sum() * n - alloc))
+        i = 0
+        while alloc.sum() < n and i < 10 * len(classes):
+            c = order[i % len(classes)]
+            if alloc[c] < counts[c]:
+                alloc[c] += 1
+            i += 1
+    out = [rng.permutation(np.flatnonzero(labels == c))[:a] for c, a in zip(classes, alloc, strict=True)]
+    return rng.permutation(np.concatenate(out))
+
+
+def fixed_split(ds: ImageSet, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """train/val/test per image: the set's own split where it has train+test, else a seeded one."""
+    rng = np.random.default_rng(stable_seed("split", ds.name, seed))
+    labels = ds.labels
+    split = np.asarray(ds.split).astype(object) if ds.split is not None else None
+    if split is not None and {"train", "test"} <= set(split.tolist()):
+        split = split.copy()
+        if "val" not in set(split.tolist()):  # carve validation out of train
+            tr = np.flatnonzero(split == "train")
+            n_val = max(1, round(len(tr) * fractions[1] / (fractions[0] + fractions[1])))
+            split[tr[stratified_take(labels[tr], n_val, rng)]] = "val"
+        return split.astype(str)
+    out = np.full(len(ds), "train", dtype=object)
+    idx = stratified_take(labels, round(len(ds) * fractions[2]), rng)
+    out[idx] = "test"
+    rest = np.flatnonzero(out == "train")
+    out[rest[stratified_take(labels[rest], round(len(ds) * fractions[1]), rng)]] = "val"
+    return out.astype(str)
+
+
+@dataclass
+class SourceSplit:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class TargetSplit:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def source_split(ds: ImageSet, fractions: tuple[float, float, float], seed: int,
+                 max_train: int, max_eval: int = 1000) -> SourceSplit:
+    """Pretraining indices: capped stratified train, validation for early stopping, test for the card."""
+    split = fixed_split(ds, fractions, seed)
+    rng = np.random.default_rng(stable_seed("source", ds.name, seed))
+    parts = {}
+    for name, cap in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+        idx = np.flatnonzero(split == name)
+        parts[name] = idx[stratified_take(ds.labels[idx], cap, rng)]
+    return SourceSplit(**parts)
+
+
+def target_split(ds: ImageSet, ev, seed: int, repeat: int) -> TargetSplit:  # noqa: ANN001 (EvalConfig)
+    """Fine-tuning indices for one fold or seed of a target (see module docstring)."""
+    labels = ds.labels
+    if ev.mode == "folds":
+        from sklearn.model_selection import StratifiedKFold
+
+        min_count = int(np.unique(labels, return_counts=True)[1].min()) if len(labels) else 0
+        if min_count < ev.repeats:
+            raise ImageSetError(f"{ds.name}: a class has {min_count} images, fewer than {ev.repeats} folds")
+        skf = StratifiedKFold(ev.repeats, shuffle=True, random_state=stable_seed("folds", ds.name, seed))
+        train_pool, test = list(skf.split(np.zeros(len(labels)), labels))[repeat]
+        rng = np.random.default_rng(stable_seed("fold-val", ds.name, seed, repeat))
+        n_val = ev.n_val or max(1, round(0.1 * len(train_pool)))
+        val = train_pool[stratified_take(labels[train_pool], n_val, rng)]
+        pool = np.setdiff1d(train_pool, val)
+        train = pool[stratified_take(labels[pool], ev.n_train, rng, ev.n_per_class)]
+        return TargetSplit(train=train, val=val, test=test)
+    split = fixed_split(ds, ev.split, seed)
+    fixed_rng = np.random.default_rng(stable_seed("target-eval", ds.name, seed))
+    test_pool, val_pool = np.flatnonzero(split == "test"), np.flatnonzero(split == "val")
+    test = test_pool[stratified_take(labels[test_pool], ev.n_test, fixed_rng)]
+    val = val_pool[stratified_take(labels[val_pool], ev.n_val, fixed_rng)]
+    rng = np.random.default_rng(stable_seed("target-train", ds.name, seed, repeat))
+    train_pool = np.flatnonzero(split == "train")
+    train = train_pool[stratified_take(labels[train_pool], ev.n_train, rng, ev.n_per_class)]
+    return TargetSplit(train=train, val=val, test=test)
