@@ -168,3 +168,25 @@ def plot_matrix(kb: KnowledgeBase, path: str | Path, metric: str | None = None) 
     finally:
         plt.close(fig)
     return out
+
+
+def score_transferability(name: str, data_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
+    """LogME, LEEP, N-LEEP, NCE, H-score and k-NN for every (checkpoint, target) of a KB.
+
+    When the KB was measured by ``build-matrix`` its manifest names the protocol; the
+    estimators then see exactly the training rows each target was fine-tuned on (the same
+    seeded split), never its validation or test rows.
+    """
+    from experiments.data import fixed_split
+    from meta_features.transferability import score_kb
+
+    kb = load_kb(name)
+    proto = kb.manifest.get("protocol") or {}
+    hook = None
+    if isinstance(proto, dict) and "evaluation" in proto and "seed" in proto:
+        frac, seed = tuple(proto["evaluation"]["split"]), int(proto["seed"])
+
+        def hook(ds):  # noqa: ANN001, ANN202
+            return np.flatnonzero(fixed_split(ds, frac, seed) == "train")
+
+    return score_kb(kb.path, data_dir=data_dir, progress=progress, train_split=hook)

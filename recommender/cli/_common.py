@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -21,6 +22,8 @@ from rich.table import Table
 from imagesets import UserError
 
 out = Console(soft_wrap=True)  # stdout: results
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 150  # piped/captured output: don't fold tables to 80 columns
 err = Console(stderr=True)  # stderr: progress, logs, errors
 
 

@@ -17,7 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from experiments.knowledge_base import KnowledgeBaseError, load_kb
-from recommender.cli._common import FormatOpt, emit, err, handle_errors, out
+from recommender.cli._common import Format, FormatOpt, df_table, emit, err, handle_errors, out
 from recommender.knowledge_bases import (
     IMPORTERS,
     import_kb,
@@ -160,6 +160,23 @@ def _render_import(summary: dict) -> None:
               f"({summary['metric']}, {summary['architecture']})")
     for k, v in summary["checks"].items():
         out.print(f"  check {k}: {v}", highlight=False)
+
+
+@kb_app.command("score")
+@handle_errors
+def kb_score(
+    name: str = typer.Argument(..., help="A KB that ships source checkpoints (e.g. local)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Where the targets' .npz files are (default ../shared/data)."),
+    fmt=FormatOpt,  # noqa: ANN001
+) -> None:
+    """Compute transferability estimates (LogME, LEEP, N-LEEP, NCE, H-score, k-NN) into the KB."""
+    from recommender.knowledge_bases import score_transferability
+
+    rows = score_transferability(name, data_dir, progress=fmt == Format.table)
+    wide = rows.pivot_table(index=["target", "source"], columns="feature", values="value").reset_index()
+    emit(fmt, rows.to_dict(orient="records"), tables={"transferability": wide},
+         render_table=lambda: out.print(df_table(wide, title=f"{name}: transferability estimates "
+                                                 f"(target training rows, ≤1,000 images per target)")))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,109 @@
+"""Words for numbers: where a source's weights come from, and what a feature means.
+
+`recommend` shows the three features that moved each source's prediction most.
+A LightGBM column name like ``pair_dist_frechet`` means nothing to a radiologist,
+so this module turns names into short phrases and contributions into sentences.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+# Public names for sources whose weights are not shipped in artifacts.
+PUBLIC_WEIGHTS: dict[str, str] = {
+    "imagenet": "ImageNet: torchvision ResNet50_Weights.IMAGENET1K_V2 / ResNet18_Weights.IMAGENET1K_V1",
+    "radimagenet": "RadImageNet ResNet-50 (github.com/BMEII-AI/RadImageNet)",
+    "medmnist": "pretrain on all MedMNIST 2D sets but your target (pip install medmnist)",
+    "stl10": "STL-10 (torchvision.datasets.STL10), pretrain yourself",
+    "sti10": "STI-10 (seed study's subset of ImageNet), pretrain yourself",
+    "textures": "DTD textures (torchvision.datasets.DTD), pretrain yourself",
+    "isic": "ISIC 2018 task 3 (challenge.isic-archive.com), pretrain yourself",
+    "chest": "Kermany chest X-rays (Mendeley rscbjbr9sj), pretrain yourself",
+    "pcam-middle": "PCam (github.com/basveeling/pcam), 100k-patch subset",
+    "pcam-small": "PCam (github.com/basveeling/pcam), 10k-patch subset",
+    "kimia": "KimiaPath960 (kimia.uwaterloo.ca), pretrain yourself",
+    "scratch": "random initialisation (no pretraining)",
+}
+
+_MEDMNIST = re.compile(r"^[a-z]+mnist$")
+
+# Substring -> phrase; first match wins, so the specific ones come first.
+_PHRASES: list[tuple[str, str]] = [
+    ("static_prior_tz", "source's average standing, relative to the other candidates"),
+    ("static_prior", "source's mean standardised AUC over the KB's targets"),
+    ("modality_prior", "source's standing on KB targets of the same modality"),
+    ("profile_prior", "source's standing on KB targets that look like this one"),
+    ("prior", "source's average standing on the KB's targets"),
+    ("logme", "LogME transferability"),
+    ("nleep", "N-LEEP transferability"),
+    ("leep", "LEEP transferability"),
+    ("nce", "NCE transferability"),
+    ("hscore", "H-score transferability"),
+    ("knn", "k-NN accuracy on source features"),
+    ("frechet", "Fréchet distance of probe embeddings"),
+    ("mmd", "MMD between probe embeddings"),
+    ("otdd", "label-aware OT dataset distance"),
+    ("cosine", "cosine similarity of meta-features"),
+    ("euclid", "distance between meta-features"),
+    ("domain", "domain/modality distance from cards"),
+    ("expert", "expert distance"),
+    ("task2vec", "Task2Vec distance"),
+    ("n_images", "number of images"),
+    ("n_classes", "number of classes"),
+    ("imbalance", "class imbalance"),
+    ("channels", "colour channels"),
+    ("resolution", "image resolution"),
+    ("modality", "imaging modality"),
+    ("domain", "natural vs medical domain"),
+    ("entropy", "intensity-histogram entropy"),
+    ("contrast", "contrast"),
+    ("colour", "colourfulness"),
+    ("edge", "edge density"),
+    ("glcm", "GLCM texture"),
+    ("lbp", "LBP texture"),
+    ("spectrum", "power-spectrum slope"),
+    ("separab", "class separability"),
+]
+
+
+def weights_location(source: str, checkpoint: str | None) -> str:
+    """Where to get this source's weights: the shipped file, or a public name."""
+    if checkpoint:
+        return checkpoint
+    if source in PUBLIC_WEIGHTS:
+        return PUBLIC_WEIGHTS[source]
+    if _MEDMNIST.match(source):
+        return f"pretrain on MedMNIST '{source}' (pip install medmnist)"
+    return f"pretrain on '{source}' (catscans build-matrix)"
+
+
+def describe_feature(name: str) -> str:
+    """A short phrase for a meta-model feature column name."""
+    side = ""
+    name = name.removeprefix("fold_")
+    if name.startswith("src_"):
+        side = "source "
+    elif name.startswith("tgt_"):
+        side = "target "
+    elif name.startswith("diff_") or name.startswith("absdiff_"):
+        side = "source–target gap in "
+    low = name.lower()
+    for key, phrase in _PHRASES:
+        if key in low:
+            return side + phrase
+    base = re.sub(r"^(src_|tgt_|pair_|diff_|absdiff_)", "", name)
+    return side + base.replace("_", " ").replace(".", " ")
+
+
+def reasons(contrib_row: dict[str, float], k: int = 3) -> str:
+    """The k features that moved a prediction most, as '↑ phrase; ↓ phrase'."""
+    items = [(n, v) for n, v in contrib_row.items() if np.isfinite(v) and n != "bias"]
+    items.sort(key=lambda kv: -abs(kv[1]))
+    parts = []
+    for n, v in items[:k]:
+        if abs(v) < 1e-12:
+            continue
+        parts.append(f"{'↑' if v > 0 else '↓'} {describe_feature(n)}")
+    return "; ".join(parts) if parts else "no single feature dominates"
