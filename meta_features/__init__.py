@@ -1,1 +1,54 @@
-"""meta_features: dataset meta-representations, similarities and transferability estimates."""
+"""meta_features: dataset meta-representations, similarities and transferability estimates.
+
+Public API (the meta-model and ``recommend`` call these):
+``extract_meta_features`` / ``register`` / ``list_meta_features`` (named groups of extractors),
+``embed`` (probe embeddings), ``DatasetProfile`` / ``profile_dataset`` / ``save_profile`` /
+``load_profile`` / ``profiles_dir``, ``pair_similarities``, ``domain_distance``, and
+``build_shipped_profiles`` / ``attach_to_kb`` (``python -m meta_features.build_profiles``).
+"""
+
+from meta_features._common import PROFILE_MAX_IMAGES, PROFILE_SIDE, MetaFeatureError
+from meta_features._probe import ProbeError, embed, load_probe, probe_info
+from meta_features._registry import extract_meta_features, list_meta_features, register
+from meta_features.dataset_features import modality_code
+from meta_features.profiles import (
+    DatasetProfile,
+    fit_scaler,
+    list_profiles,
+    load_profile,
+    load_scaler,
+    load_shipped_profiles,
+    profile_dataset,
+    profiles_dir,
+    save_profile,
+)
+from meta_features.similarity import (
+    domain_distance,
+    frechet_distance,
+    mmd_rbf,
+    ot_distance,
+    pair_similarities,
+)
+
+
+def build_shipped_profiles(*args, **kwargs):
+    """See :func:`meta_features.build_profiles.build_shipped_profiles` (lazy: needs ../shared)."""
+    from meta_features.build_profiles import build_shipped_profiles as _build
+
+    return _build(*args, **kwargs)
+
+
+def attach_to_kb(*args, **kwargs):
+    """See :func:`meta_features.build_profiles.attach_to_kb`."""
+    from meta_features.build_profiles import attach_to_kb as _attach
+
+    return _attach(*args, **kwargs)
+
+
+__all__ = [
+    "PROFILE_MAX_IMAGES", "PROFILE_SIDE", "DatasetProfile", "MetaFeatureError", "ProbeError",
+    "attach_to_kb", "build_shipped_profiles", "domain_distance", "embed", "extract_meta_features",
+    "fit_scaler", "frechet_distance", "list_meta_features", "list_profiles", "load_probe",
+    "load_profile", "load_scaler", "load_shipped_profiles", "mmd_rbf", "modality_code", "ot_distance",
+    "pair_similarities", "probe_info", "profile_dataset", "profiles_dir", "register", "save_profile",
+]

@@ -96,7 +96,9 @@ def test_too_few_images_is_one_line_exit_2(tmp_path: Path) -> None:
     res = _run("--target", str(root), "--kb", "juodelyte2024")
     assert res.exit_code == 2
     assert "too few images" in res.output and "Traceback" not in res.output
-    assert len(res.output.strip().splitlines()) <= 2  # the reading note + the one error line
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len([ln for ln in lines if ln.startswith("error:")]) == 1
+    assert len(lines) <= 2  # the "reading …" note + the one error line
 
 
 def test_missing_target_and_unknown_kb(tmp_path: Path) -> None:
