@@ -1,12 +1,12 @@
 """Train and ship the default probe: ``python -m meta_features._probe_train``.
 
-A classifier over the union of the classes of every ../shared/data set (train rows only,
+A classifier over the union of the classes of the reference ../shared/data sets (train rows only,
 grey at PROFILE_SIDE px), so its 64-d embedding separates medical and natural image kinds
 the KBs talk about. Test accuracy (official test splits, or a seeded 20 % holdout where a set
 has none) goes into probe.json so a reader can judge the probe. Seeded; CPU, <= 2 threads.
 
-Caveat written into probe.json: the probe saw the train images of the sets whose profiles
-are shipped, so an embedding of those sets is not that of an unseen dataset.
+It trains only on ``REFERENCE_STEMS`` (natural sets that are never a KB target), so no
+target's images or labels shape the embedding that describes it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from meta_features._common import PROFILE_SIDE, grey_of
+from meta_features._common import PROFILE_SIDE, REFERENCE_STEMS, grey_of
 from meta_features._probe import EMBED_DIM, ProbeNet, probe_dir, to_tensor
-from meta_features._shared_data import read_shared, shared_stems, train_test_index
+from meta_features._shared_data import read_shared, train_test_index
 
 
 def _collect(cap: int, seed: int) -> tuple[dict, list[str]]:
@@ -30,7 +30,7 @@ def _collect(cap: int, seed: int) -> tuple[dict, list[str]]:
     rng = np.random.default_rng(seed)
     parts: dict[str, list] = {"xtr": [], "ytr": [], "xte": [], "yte": [], "dte": []}
     classes: list[str] = []
-    for k, stem in enumerate(shared_stems()):
+    for k, stem in enumerate(REFERENCE_STEMS):
         s, _ = read_shared(stem, PROFILE_SIDE)
         tr, te = train_test_index(s, seed=seed)
         if len(tr) > cap:
@@ -62,7 +62,7 @@ def train_probe(epochs: int = 6, cap: int = 3000, seed: int = 0, batch: int = 25
     torch.set_num_threads(2)
     t0 = time.time()
     data, classes = _collect(cap, seed)
-    stems = shared_stems()
+    stems = list(REFERENCE_STEMS)
     net = ProbeNet(n_classes=len(classes), embed_dim=EMBED_DIM)
     opt = torch.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(data["ytr"]) / batch))
@@ -95,7 +95,7 @@ def train_probe(epochs: int = 6, cap: int = 3000, seed: int = 0, batch: int = 25
         "test_accuracy": {"overall": round(float(ok.mean()), 4), "n_test": int(len(ok)),
                           "mean_over_sets": round(float(np.mean(list(per_set.values()))), 4), "per_set": per_set},
         "classes": classes,
-        "caveat": "the probe saw train rows of every shipped-profile set; their embeddings are not those of unseen data",
+        "leakage_guard": "trained on REFERENCE_STEMS only: natural sets that are never a target in any shipped KB",
         "train_seconds": round(time.time() - t0, 1),
     }
     out = probe_dir()

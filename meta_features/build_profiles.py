@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.knowledge_base import PAIR_COLUMNS, list_kbs, load_kb
-from meta_features._common import PROFILE_SIDE
+from meta_features._common import PROFILE_SIDE, REFERENCE_STEMS
 from meta_features._probe import probe_digest
 from meta_features._registry import list_meta_features
 from meta_features._shared_data import read_shared, shared_stems
@@ -139,7 +139,8 @@ def build_shipped_profiles(stems: list[str] | None = None, kbs: list[str] | None
         save_profile(p, out / stem)
         profiles[stem] = p
         print(f"{stem}: {len(s)} images, {p.embeddings.shape[0]} embedded, {time.time() - t0:.1f} s")
-    scaler = fit_scaler(list(profiles.values()))
+    # the scaler sees the reference (never-target) sets only: see REFERENCE_STEMS
+    scaler = fit_scaler([profiles[s] for s in REFERENCE_STEMS if s in profiles])
     save_scaler(scaler, out / "scaler.json")
     shipped = load_shipped_profiles(out)  # attach from what ships (float16), as users will
     for name in kbs if kbs is not None else list_kbs():

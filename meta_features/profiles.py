@@ -122,7 +122,8 @@ def fit_scaler(profiles: list[DatasetProfile], min_values: int = 3) -> dict:
         v = v[np.isfinite(v)]
         if len(v) >= min_values and v.std() > 1e-12:
             stats[col] = [float(v.mean()), float(v.std())]
-    return {"fit_on": sorted(df.index), "note": "fit on source-side shipped profiles only", "features": stats}
+    return {"fit_on": sorted(df.index), "note": "fit on the reference sets only (natural, never a KB target)",
+            "features": stats}
 
 
 def save_scaler(scaler: dict, path: Path | None = None) -> Path:

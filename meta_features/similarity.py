@@ -26,6 +26,7 @@ import numpy as np
 import ot
 from scipy.spatial.distance import cdist
 from sklearn.covariance import LedoitWolf
+from threadpoolctl import threadpool_limits
 
 from meta_features.profiles import DatasetProfile, load_scaler
 
@@ -171,7 +172,16 @@ def meta_similarity(a, b, scaler: dict | None = None) -> tuple[float, float]:
 
 
 def pair_similarities(source: DatasetProfile, target: DatasetProfile, scaler: dict | None = None) -> dict[str, float]:
-    """All profile-based similarities/distances between two datasets (see module docstring)."""
+    """All profile-based similarities/distances between two datasets (see module docstring).
+
+    Runs with one BLAS thread: these are many small (64-d) eigendecompositions, and 2-thread
+    OpenBLAS was measured 50x slower than 1 thread on this kind of machine under load.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _pair_similarities(source, target, scaler)
+
+
+def _pair_similarities(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> dict[str, float]:
     cos, euc = meta_similarity(source.meta, target.meta, scaler)
     labelled = source.labels is not None and target.labels is not None
     return {

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from experiments import KnowledgeBase, list_kbs, load_kb
 from imagesets import ImageSet, ImageSetError, UserError, read_imageset
@@ -180,10 +179,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     elif not kbase.has_checkpoints:
         notes.append(f"KB '{kb_name}' ships no source checkpoints: no transferability estimates")
     t = time.perf_counter()
-    # Small dense linear algebra (64-d covariances): 2-thread OpenBLAS was 50x slower than
-    # 1 thread here under load (56 ms vs 1.2 ms per eigh), so similarities run single-threaded.
-    with threadpool_limits(limits=1, user_api="blas"):
-        pairs = _pair_features(kbase, profile, imageset, use_tx)
+    pairs = _pair_features(kbase, profile, imageset, use_tx)
     timings["similarity"] = time.perf_counter() - t
 
     t = time.perf_counter()

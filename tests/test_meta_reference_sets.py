@@ -1,0 +1,35 @@
+"""The probe and the meta-feature scaler never see a KB target (no LOTO leakage through them)."""
+
+from __future__ import annotations
+
+import json
+
+from experiments import artifacts_dir, list_kbs, load_kb
+from meta_features._common import REFERENCE_STEMS
+
+
+def _target_image_sets() -> set[str]:
+    """Every shared image set that stands for a KB target, or for a twin of one."""
+    out: set[str] = set()
+    for name in list_kbs():
+        kb = load_kb(name)
+        targets = set(kb.targets)
+        for pair in kb.manifest.get("twins", []) or []:
+            if targets & set(pair):
+                targets |= set(pair)
+        for t in targets:
+            stem = kb.card(t).get("image_set")
+            out.add(stem if isinstance(stem, str) and stem else t)
+    return out
+
+
+def test_reference_sets_are_never_targets() -> None:
+    assert not set(REFERENCE_STEMS) & _target_image_sets()
+
+
+def test_shipped_probe_and_scaler_use_reference_sets_only() -> None:
+    probe = json.loads((artifacts_dir() / "probe" / "probe.json").read_text())
+    scaler = json.loads((artifacts_dir() / "profiles" / "scaler.json").read_text())
+    assert set(probe["training_data"]["sets"]) <= set(REFERENCE_STEMS)
+    assert set(scaler["fit_on"]) <= set(REFERENCE_STEMS)
+    assert not set(probe["training_data"]["sets"]) & _target_image_sets()
