@@ -87,6 +87,35 @@ def _mean_tau(validated: dict | None) -> float:
     return float(v) if v is not None else -np.inf
 
 
+def _transferability_by_source(pairs: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """source -> {estimator: value} for the estimates computed on this target (may be empty)."""
+    from meta_features.transferability import ESTIMATORS
+
+    tx = pairs[pairs["feature"].isin(list(ESTIMATORS))]
+    return {src: {f: round(float(v), 6) for f, v in zip(g["feature"], g["value"], strict=True)}
+            for src, g in tx.groupby("source")}
+
+
+def _method_label(model) -> str:  # noqa: ANN001
+    """'meta-model (LightGBM ranker)', 'static ranking', ... for the shipped method."""
+    if model.method == "meta":
+        return f"meta-model (LightGBM {model.manifest.get('meta_kind', 'regressor')})"
+    return {"static": "static ranking (fallback)", "largest_source": "largest source (fallback)"}.get(
+        model.method, f"{model.method} (fallback)")
+
+
+def _shown_path(p: Path | None) -> str | None:
+    """A checkpoint path relative to the repository when it is inside it (shorter, portable)."""
+    if p is None:
+        return None
+    from experiments import artifacts_dir
+
+    try:
+        return str(p.resolve().relative_to(artifacts_dir().resolve().parent))
+    except ValueError:
+        return str(p)
+
+
 def _read_target(target: str | Path, progress: bool) -> ImageSet:
     from meta_features import PROFILE_SIDE
 
@@ -189,6 +218,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     contrib = model.contributions(rows)
     timings["meta_model"] = time.perf_counter() - t
 
+    tx = _transferability_by_source(pairs)
     static_pick = model.static_pick(rows)
     # rank() orders by the shipped method's own score (meta-model or validated fallback).
     ranked = ranked.reset_index(drop=True)
@@ -200,7 +230,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     out = []
     for i, r in ranked.iterrows():
         src = r["source"]
-        ck = kbase.checkpoint_path(src)
+        ck = _shown_path(kbase.checkpoint_path(src))
         crow = contrib.loc[src].to_dict() if contrib is not None and src in contrib.index else {}
         out.append({
             "rank": i + 1,
@@ -211,7 +241,8 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
             "vs_static_pick": float(r["predicted_auc"] - static_auc) if np.isfinite(static_auc) else None,
             "static_pick": src == static_pick,
             "reasons": why_prefix + reasons(crow),
-            "weights": weights_location(src, str(ck) if ck else None),
+            "weights": weights_location(src, ck),
+            "transferability": tx.get(src, {}),
         })
     if top:
         out = out[:top]
@@ -222,7 +253,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         labelled=imageset.labelled,
         kb=kb_name,
         kb_choice=kb_choice,
-        method=str(getattr(model, "method", "meta-model")),
+        method=_method_label(model),
         validation=_validation_summary(model),
         ranking=out,
         notes=notes,

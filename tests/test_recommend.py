@@ -107,3 +107,19 @@ def test_missing_target_and_unknown_kb(tmp_path: Path) -> None:
     root = labelled_png_folder(tmp_path / "t", n_per_class=6)
     res = _run("--target", str(root), "--kb", "nope")
     assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.skipif("local" not in list_kbs(), reason="needs the shipped local KB (with checkpoints)")
+def test_kb_with_checkpoints_shows_transferability_for_labelled_target(tmp_path: Path) -> None:
+    root = labelled_png_folder(tmp_path / "t", n_per_class=12, rgb_every=4)
+    rec = _json("--target", str(root), "--kb", "local")
+    with_tx = [r for r in rec["ranking"] if r["transferability"]]
+    assert len(with_tx) == len(load_kb("local").sources) - 1  # every checkpointed source; not 'scratch'
+    for r in with_tx:
+        assert set(r["transferability"]) == {"logme", "leep", "nleep", "nce", "hscore", "knn_acc"}
+        assert all(np.isfinite(v) for v in r["transferability"].values())
+    assert rec["method"].startswith("meta-model")
+    table = _run("--target", str(root), "--kb", "local")
+    assert table.exit_code == 0 and "transferability estimates" in table.stdout
+    csv = _run("--target", str(root), "--kb", "local", "--format", "csv")
+    assert "tx_logme" in csv.stdout.splitlines()[0]

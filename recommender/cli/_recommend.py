@@ -46,7 +46,24 @@ def _render(rec) -> None:
         t.add_row(str(r["rank"]), r["source"],
                   f"{r['predicted_auc']:.3f} [{r['lo80']:.3f}, {r['hi80']:.3f}]", vs, r["reasons"], r["weights"])
     out.print(t)
+    tx = {r["source"]: r["transferability"] for r in rec.ranking if r.get("transferability")}
+    if tx:
+        names = sorted({k for d in tx.values() for k in d})
+        tt = Table(title="transferability estimates on your labelled images (higher = should transfer better)")
+        tt.add_column("source")
+        for n in names:
+            tt.add_column(n, justify="right")
+        for src, d in tx.items():
+            tt.add_row(src, *[f"{d[n]:.4g}" if n in d else "—" for n in names])
+        out.print(tt)
     v = rec.validation or {}
+    cov = v.get("coverage80")
+    out.print(
+        f"[dim]order = {rec.method} (the method validated for this KB); predicted AUC and 80% interval = "
+        f"quantile LightGBM regressors"
+        + (f" (under LOTO the 80% interval held the true AUC for {cov:.0%} of held-out cells)" if cov else "")
+        + "; vs static pick = predicted AUC minus that of the static ranking's first choice.[/]"
+    )
     mean = v.get("mean", {})
     n = v.get("n_targets", "?")
     out.print(
@@ -79,4 +96,11 @@ def register(app: typer.Typer) -> None:
             raise ImageSetError(f"no such file or folder: {target}")
         err.print(f"[dim]reading {target} …[/]")
         rec = recommend(target, kb=kb, top=top, progress=fmt == Format.table)
-        emit(fmt, rec.to_dict(), tables={"ranking": pd.DataFrame(rec.ranking)}, render_table=lambda: _render(rec))
+        emit(fmt, rec.to_dict(), tables={"ranking": _flat(rec.ranking)}, render_table=lambda: _render(rec))
+
+
+def _flat(ranking: list[dict]) -> pd.DataFrame:
+    """One CSV row per source; transferability estimates become tx_<name> columns."""
+    rows = [{k: v for k, v in r.items() if k != "transferability"}
+            | {f"tx_{k}": v for k, v in (r.get("transferability") or {}).items()} for r in ranking]
+    return pd.DataFrame(rows)
