@@ -12,15 +12,15 @@ from rich.table import Table
 from recommender.cli._common import Format, FormatOpt, emit, err, handle_errors, out
 
 
-def _fmt_ci(v: dict | float | None) -> str:
+def _fmt_ci(v: dict | float | None, d: int = 3) -> str:
     if isinstance(v, dict):
         m, lo, hi = v.get("mean"), v.get("lo"), v.get("hi")
         if m is None:
             return "—"
         if lo is None or hi is None:
-            return f"{m:.3f}"
-        return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
-    return "—" if v is None else f"{v:.4f}"
+            return f"{m:.{d}f}"
+        return f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
+    return "—" if v is None else f"{v:.{d}f}"
 
 
 def _render(rec) -> None:
@@ -58,18 +58,23 @@ def _render(rec) -> None:
         out.print(tt)
     v = rec.validation or {}
     cov = v.get("coverage80")
-    out.print(
-        f"[dim]order = {rec.method} (the method validated for this KB); predicted AUC and 80% interval = "
-        f"quantile LightGBM regressors"
-        + (f" (under LOTO the 80% interval held the true AUC for {cov:.0%} of held-out cells)" if cov else "")
-        + "; vs static pick = predicted AUC minus that of the static ranking's first choice.[/]"
-    )
+    if rec.method.startswith("meta-model"):
+        how = "quantile LightGBM regressors" + (
+            f" (under LOTO their 80% interval held the true AUC for {cov:.0%} of held-out cells)" if cov else "")
+    elif rec.method.startswith("static"):
+        how = ("each source's standardised AUC over the KB's targets (10–90% spread), mapped to the AUC "
+               "levels of those targets")
+    else:
+        how = "quantile LightGBM regressors (shown for scale; they do not set the order)"
+    out.print(f"[dim]order: {rec.method}, the best validated method for this KB. Predicted AUC and 80% "
+              f"interval: {how}. vs static pick: predicted AUC minus that of the static ranking's first "
+              "choice.[/]")
     mean = v.get("mean", {})
     n = v.get("n_targets", "?")
     out.print(
         f"KB [b]{rec.kb}[/b] ({rec.kb_choice}). Method [b]{rec.method}[/b], leave-one-target-out over "
         f"{n} targets: mean weighted τ {_fmt_ci(mean.get('tau_w'))}, mean regret "
-        f"{_fmt_ci(mean.get('regret'))} AUC, top-1 {_fmt_ci(mean.get('top1'))} (95% bootstrap CI over targets)."
+        f"{_fmt_ci(mean.get('regret'), 4)} AUC, top-1 {_fmt_ci(mean.get('top1'))} (95% bootstrap CI over targets)."
     )
     for note in rec.notes:
         out.print(f"note: {note}")
