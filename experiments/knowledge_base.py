@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imagesets import UserError
+from imagesets import UserError, artifacts_dir
 
 FORMAT_VERSION = 1
 RECORD_COLUMNS = [
@@ -53,14 +53,6 @@ PAIR_COLUMNS = ["source", "target", "feature", "value", "kind", "provenance"]
 
 class KnowledgeBaseError(UserError):
     """A KB that cannot be found or read."""
-
-
-def artifacts_dir() -> Path:
-    """Where shipped artifacts live: ``$CATSCANS_ARTIFACTS`` or the repository's ``artifacts/``."""
-    env = os.environ.get("CATSCANS_ARTIFACTS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def kb_root() -> Path:

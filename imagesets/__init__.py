@@ -8,6 +8,7 @@ and ``imagesets._dicom``; layout rules in ``imagesets._scan``.
 """
 
 from imagesets._demo import build_demo_target
+from imagesets._paths import artifacts_dir
 from imagesets._pixels import MAX_PIXELS, REASONS, decode_file
 from imagesets._read import read_imageset
 from imagesets._types import Card, ChannelPolicy, ImageSet, ImageSetError, SkippedFile, UserError
@@ -21,6 +22,7 @@ __all__ = [
     "ImageSetError",
     "SkippedFile",
     "UserError",
+    "artifacts_dir",
     "build_demo_target",
     "decode_file",
     "read_imageset",

@@ -3,12 +3,14 @@
 Public API (the meta-model and ``recommend`` call these):
 ``extract_meta_features`` / ``register`` / ``list_meta_features`` (named groups of extractors),
 ``embed`` (probe embeddings), ``DatasetProfile`` / ``profile_dataset`` / ``save_profile`` /
-``load_profile`` / ``profiles_dir``, ``pair_similarities``, ``domain_distance``, and
-``build_shipped_profiles`` / ``attach_to_kb`` (``python -m meta_features.build_profiles``).
+``load_profile`` / ``profiles_dir``, ``pair_similarities``, ``domain_distance``,
+``build_shipped_profiles`` (attaching to KBs: ``python -m recommender.kb_features``), and the
+transferability estimators (``logme``, ``leep``, ``nleep``, ``nce``, ``hscore``,
+``knn_accuracy``, ``estimate_all``, ``score_loaded``).
 """
 
 from meta_features._common import PROFILE_MAX_IMAGES, PROFILE_SIDE, MetaFeatureError
-from meta_features._probe import ProbeError, embed, load_probe, probe_info
+from meta_features._probe import ProbeError, embed, load_probe, probe_digest, probe_info
 from meta_features._registry import extract_meta_features, list_meta_features, register
 from meta_features.dataset_features import modality_code
 from meta_features.profiles import (
@@ -29,6 +31,19 @@ from meta_features.similarity import (
     ot_distance,
     pair_similarities,
 )
+from meta_features.transferability import (
+    ESTIMATORS,
+    TransferabilityError,
+    estimate_all,
+    hscore,
+    knn_accuracy,
+    leep,
+    logme,
+    logme_reference,
+    nce,
+    nleep,
+    score_loaded,
+)
 
 
 def build_shipped_profiles(*args, **kwargs):
@@ -38,16 +53,10 @@ def build_shipped_profiles(*args, **kwargs):
     return _build(*args, **kwargs)
 
 
-def attach_to_kb(*args, **kwargs):
-    """See :func:`meta_features.build_profiles.attach_to_kb`."""
-    from meta_features.build_profiles import attach_to_kb as _attach
-
-    return _attach(*args, **kwargs)
-
-
 __all__ = [
     "PROFILE_MAX_IMAGES", "PROFILE_SIDE", "DatasetProfile", "MetaFeatureError", "ProbeError",
-    "attach_to_kb", "build_shipped_profiles", "domain_distance", "embed", "extract_meta_features",
+    "ESTIMATORS", "TransferabilityError", "build_shipped_profiles", "estimate_all", "hscore",
+    "knn_accuracy", "leep", "logme", "logme_reference", "nce", "nleep", "probe_digest", "score_loaded", "domain_distance", "embed", "extract_meta_features",
     "fit_scaler", "frechet_distance", "list_meta_features", "list_profiles", "load_probe",
     "load_profile", "load_scaler", "load_shipped_profiles", "mmd_rbf", "modality_code", "ot_distance",
     "pair_similarities", "probe_info", "profile_dataset", "profiles_dir", "register", "save_profile",

@@ -56,7 +56,7 @@ class ProbeNet(nn.Module):
 
 
 def probe_dir() -> Path:
-    from experiments.knowledge_base import artifacts_dir
+    from imagesets import artifacts_dir
 
     return artifacts_dir() / "probe"
 

@@ -41,7 +41,7 @@ class DatasetProfile:
 
 def profiles_dir() -> Path:
     """``artifacts/profiles`` (follows ``$CATSCANS_ARTIFACTS``)."""
-    from experiments.knowledge_base import artifacts_dir
+    from imagesets import artifacts_dir
 
     return artifacts_dir() / "profiles"
 
@@ -139,5 +139,5 @@ def load_scaler(path: Path | None = None) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise MetaFeatureError(
-            f"meta-feature scaler missing or unreadable: {path} (run python -m meta_features.build_profiles)"
+            f"meta-feature scaler missing or unreadable: {path} (run python -m recommender.kb_features)"
         ) from exc

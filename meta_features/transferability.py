@@ -23,10 +23,8 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.special import xlogy
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
@@ -328,17 +326,6 @@ def estimate_all(
 KIND = "transferability"
 
 
-def _default_data_dir() -> Path:
-    env = os.environ.get("CATSCANS_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _read_target(path: Path, side: int, channels: str) -> ImageSet:
-    from imagesets import read_imageset
-
-    return read_imageset(path, side=side, channels=channels, require_labels=True)
-
-
 def train_rows(imageset: ImageSet, random_state: int = 0, train_fraction: float = 0.7) -> np.ndarray:
     """Rows of the target's own training split; a seeded stratified ``train_fraction`` when the
     set has none. Pass ``score_kb(train_split=...)`` to reproduce the exact split the transfer
@@ -353,109 +340,10 @@ def train_rows(imageset: ImageSet, random_state: int = 0, train_fraction: float 
     return np.sort(tr)
 
 
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import Progress
-
-    return Progress(console=Console(stderr=True), transient=True, disable=not enabled)
-
-
-def _score_pairs(model, meta, imageset, max_images: int, random_state: int) -> dict[str, float]:
+def score_loaded(model, meta: dict, imageset: ImageSet, max_images: int = 1000,
+                 random_state: int = 0) -> dict[str, float]:
+    """Every estimator for one loaded source checkpoint on a labelled ImageSet (one forward pass)."""
     from meta_features._checkpoint_features import source_outputs
 
     out = source_outputs(model, meta, imageset, max_images=max_images, random_state=random_state)
     return estimate_all(out.features, out.labels, out.probs, random_state=random_state)
-
-
-def score_kb(
-    kb_name: str | os.PathLike,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    max_images: int = 1000,
-    random_state: int = 0,
-    progress: bool = False,
-    train_split: Callable[[ImageSet], np.ndarray] | None = None,
-) -> pd.DataFrame:
-    """Every estimator for every (source checkpoint, target) of a KB, written (idempotently:
-    rows of these features are replaced) into its pair_features.csv. Returns the new rows.
-
-    Targets are the KB's ``image_set`` npz files under ``data_dir``, restricted to their
-    training rows (``train_split(imageset)`` or :func:`train_rows`), then a seeded stratified
-    subsample of at most ``max_images``."""
-    from experiments import load_kb
-    from experiments.knowledge_base import PAIR_COLUMNS
-    from meta_features._checkpoint_features import channel_policy, load_source
-
-    kb = load_kb(kb_name)
-    sources = [s for s in kb.sources if kb.checkpoint_path(s) is not None]
-    if not sources:
-        raise TransferabilityError(f"knowledge base '{kb.name}' has no checkpoints to score")
-    data = Path(data_dir) if data_dir is not None else _default_data_dir()
-    targets: list[tuple[str, Path]] = []
-    for t in kb.targets:
-        stem = kb.card(t).get("image_set")
-        stem = t if not isinstance(stem, str) or not stem else stem
-        if (data / f"{stem}.npz").exists():
-            targets.append((t, data / f"{stem}.npz"))
-        else:
-            log.warning("transferability: target %s skipped, %s not found", t, data / f"{stem}.npz")
-    if not targets:
-        raise TransferabilityError(f"none of the targets of '{kb.name}' has an image set under {data}")
-    cache: dict[tuple[str, int, str], ImageSet] = {}
-    rows = []
-    with _progress(progress) as bar:
-        task = bar.add_task("transferability", total=len(sources) * len(targets))
-        for src in sources:
-            model, meta = load_source(kb.checkpoint_path(src))
-            side, chans = int(meta.get("side", 28)), channel_policy(meta)
-            for tgt, path in targets:
-                bar.update(task, description=f"{src} -> {tgt}")
-                key = (tgt, side, chans)
-                if key not in cache:
-                    full = _read_target(path, side, chans)
-                    rows_tr = train_split(full) if train_split else train_rows(full, random_state)
-                    cache[key] = full.subset(np.asarray(rows_tr))
-                target = cache[key]
-                scores = _score_pairs(model, meta, target, max_images, random_state)
-                n = min(len(target), max_images)
-                prov = (f"catscans transferability: checkpoint {src}; {n} of {len(target)} "
-                        f"train images of {path.stem} (seed {random_state})")
-                rows += [(src, tgt, f, v, KIND, prov) for f, v in scores.items()]
-                bar.advance(task)
-    new = pd.DataFrame(rows, columns=PAIR_COLUMNS)
-    old = kb.pair_features.reindex(columns=PAIR_COLUMNS)
-    keep = old[~((old["kind"] == KIND) & old["feature"].isin(ESTIMATORS))]
-    merged = pd.concat([keep, new], ignore_index=True) if len(keep) else new
-    out = Path(kb.path) / "pair_features.csv"
-    tmp = out.with_name(out.name + ".tmp")
-    merged.to_csv(tmp, index=False)
-    os.replace(tmp, out)
-    return new
-
-
-def score_target(
-    kb, imageset: ImageSet, *, max_images: int = 1000, random_state: int = 0, progress: bool = False
-) -> pd.DataFrame:
-    """Every estimator for each source checkpoint of ``kb`` (a KnowledgeBase or its name) on a
-    user's labelled ImageSet (its train split when it has one). Columns: source, feature, value."""
-    from experiments import KnowledgeBase, load_kb
-    from meta_features._checkpoint_features import CheckpointFeatureError, load_source
-
-    kb = kb if isinstance(kb, KnowledgeBase) else load_kb(kb)
-    if imageset.labels is None:
-        raise CheckpointFeatureError(f"'{imageset.name}' has no labels: transferability needs them")
-    sources = [s for s in kb.sources if kb.checkpoint_path(s) is not None]
-    if not sources:
-        raise TransferabilityError(f"knowledge base '{kb.name}' has no checkpoints to score")
-    target = imageset
-    if imageset.split is not None and (np.asarray(imageset.split) == "train").any():
-        target = imageset.subset(np.flatnonzero(np.asarray(imageset.split) == "train"))
-    rows = []
-    with _progress(progress) as bar:
-        task = bar.add_task("transferability", total=len(sources))
-        for src in sources:
-            model, meta = load_source(kb.checkpoint_path(src))
-            scores = _score_pairs(model, meta, target, max_images, random_state)
-            rows += [(src, f, v) for f, v in scores.items()]
-            bar.advance(task)
-    return pd.DataFrame(rows, columns=["source", "feature", "value"])

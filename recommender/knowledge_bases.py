@@ -178,7 +178,7 @@ def score_transferability(name: str, data_dir: str | Path | None = None, progres
     seeded split), never its validation or test rows.
     """
     from experiments.data import fixed_split
-    from meta_features.transferability import score_kb
+    from recommender.kb_features import score_kb
 
     kb = load_kb(name)
     proto = kb.manifest.get("protocol") or {}

@@ -149,7 +149,7 @@ def _pair_features(kb: KnowledgeBase, profile, imageset: ImageSet, use_transfera
             rows.append({"source": source, "feature": "domain_distance",
                          "value": float(domain_distance(card, tcard))})
     if use_transferability:
-        from meta_features.transferability import score_target
+        from recommender.kb_features import score_target
 
         tx = score_target(kb, imageset)
         rows.extend(tx[["source", "feature", "value"]].to_dict("records"))

@@ -120,7 +120,7 @@ def test_domain_distance():
 
 def test_attach_to_kb_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("CATSCANS_ARTIFACTS", str(tmp_path))
-    from meta_features.build_profiles import attach_to_kb
+    from recommender.kb_features import attach_to_kb
 
     cols = ["name", "role", "domain", "modality", "n_images", "n_classes", "channels", "image_set"]
     datasets = pd.DataFrame([

@@ -11,7 +11,8 @@ from experiments import KnowledgeBase, load_kb, save_kb
 from experiments.knowledge_base import PAIR_COLUMNS
 from imagesets import Card, ImageSet, UserError
 from meta_features._checkpoint_features import conform_images, normalise, sample_rows
-from meta_features.transferability import ESTIMATORS, TransferabilityError, score_kb, score_target
+from meta_features.transferability import ESTIMATORS, TransferabilityError
+from recommender.kb_features import score_kb, score_target
 
 models = pytest.importorskip("experiments.models")
 

@@ -1,0 +1,261 @@
+"""Knowledge-base features: attach dataset profiles, similarities and transferability to KBs.
+
+The meta_features package computes things about datasets and checkpoints; deciding which KB
+dataset a profile stands for, and writing rows into a KB's tables, is the recommender's
+business (knowledge bases live here). ``python -m recommender.kb_features`` rebuilds the
+shipped profiles from ../shared/data and attaches them to every KB.
+
+Stand-ins: when ``image_set`` differs from the dataset's name (ham10000_derm for dermamnist,
+pbc_blood for bloodmnist, dtd_10class for textures...), the shared file is a stratified
+subsample, so class-count features (imbalance, class entropy) are left NaN and counts,
+classes and channels come from the KB card, which describes the real dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, list_kbs, load_kb
+from imagesets import ImageSet
+from meta_features import (
+    PROFILE_SIDE,
+    DatasetProfile,
+    build_shipped_profiles,
+    domain_distance,
+    list_meta_features,
+    load_scaler,
+    load_shipped_profiles,
+    modality_code,
+    pair_similarities,
+    probe_digest,
+)
+from meta_features.transferability import (
+    ESTIMATORS,
+    KIND,
+    TransferabilityError,
+    score_loaded,
+    train_rows,
+)
+
+log = logging.getLogger(__name__)
+
+SIMILARITY_FEATURES = ["sim_cosine_meta", "dist_euclid_meta", "dist_frechet", "dist_mmd", "dist_otdd", "dist_ot"]
+STAND_IN_NAN = ["dataset.imbalance_ratio", "dataset.class_entropy"]
+
+
+def _num(v) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+def _stem(card: dict) -> str | None:
+    v = card.get("image_set")
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) or not str(v).strip() else str(v).strip()
+
+
+def kb_meta_row(card: dict, profile: DatasetProfile | None, columns: list[str]) -> pd.Series:
+    """Meta-features of one KB dataset: profile values (if any), card values where the card knows."""
+    row = pd.Series(math.nan, index=columns, dtype=float)
+    if profile is not None:
+        row.update(profile.meta.reindex(columns))
+        if _stem(card) != card.get("name"):
+            row[STAND_IN_NAN] = math.nan
+    n = _num(card.get("n_images"))
+    card_vals = {
+        "dataset.log10_n_images": math.log10(n) if n > 0 else math.nan,
+        "dataset.n_classes": _num(card.get("n_classes")),
+        "dataset.channels": _num(card.get("channels")),
+        "dataset.modality_code": modality_code(card.get("modality")),
+    }
+    for k, v in card_vals.items():
+        if k in row.index and math.isfinite(v):
+            row[k] = v
+    return row
+
+
+def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None,
+                 scaler: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write meta_features.csv and similarity/domain pair features into KB ``kb_name``.
+
+    Idempotent: rows of the features written here are replaced, other rows/columns kept.
+    Returns (meta_features, pair_features) as written.
+    """
+    kb = load_kb(kb_name)
+    profiles = profiles if profiles is not None else load_shipped_profiles()
+    scaler = scaler if scaler is not None else load_scaler()
+    columns = [c for names in list_meta_features().values() for c in names]
+    cards = {str(r["name"]): r for r in kb.datasets.to_dict("records")}
+    rows = {name: kb_meta_row(card, profiles.get(_stem(card) or ""), columns) for name, card in cards.items()}
+    meta = pd.DataFrame(rows).T.rename_axis("dataset").reset_index()
+    old = kb.meta_features
+    if old is not None and len(old) and "dataset" in old.columns:
+        keep = [c for c in old.columns if c not in meta.columns]
+        if keep:
+            meta = meta.merge(old[["dataset", *keep]], on="dataset", how="left")
+
+    prov = f"catscans meta_features (probe {probe_digest()}, side {PROFILE_SIDE})"
+    pairs = kb.records[["source", "target"]].drop_duplicates().itertuples(index=False)
+    new_rows = []
+    for s, t in pairs:
+        cs, ct = cards.get(str(s), {}), cards.get(str(t), {})
+        dd = domain_distance(cs, ct)
+        if math.isfinite(dd):
+            new_rows.append([s, t, "domain_distance", dd, "expert", "catscans cards: domain 3 + modality 2 + channels 1"])
+        ps, pt = profiles.get(_stem(cs) or ""), profiles.get(_stem(ct) or "")
+        if ps is None or pt is None:
+            continue
+        for k, v in pair_similarities(ps, pt, scaler).items():
+            if math.isfinite(v):
+                new_rows.append([s, t, k, v, "similarity", f"{prov}: {ps.name} vs {pt.name}"])
+    mine = set(SIMILARITY_FEATURES) | {"domain_distance"}
+    pf = kb.pair_features
+    pf = pf[~pf["feature"].isin(mine)] if len(pf) else pd.DataFrame(columns=PAIR_COLUMNS)
+    pf = pd.concat([pf, pd.DataFrame(new_rows, columns=PAIR_COLUMNS)], ignore_index=True)
+
+    for fname, df in {"meta_features.csv": meta, "pair_features.csv": pf.reindex(columns=PAIR_COLUMNS)}.items():
+        tmp = kb.path / (fname + ".tmp")
+        df.to_csv(tmp, index=False)  # full precision: other helpers' rows must round-trip exactly
+        os.replace(tmp, kb.path / fname)
+    return meta, pf
+
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("CATSCANS_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _read_target(path: Path, side: int, channels: str) -> ImageSet:
+    from imagesets import read_imageset
+
+    return read_imageset(path, side=side, channels=channels, require_labels=True)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(console=Console(stderr=True), transient=True, disable=not enabled)
+
+
+def score_kb(
+    kb_name: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    max_images: int = 1000,
+    random_state: int = 0,
+    progress: bool = False,
+    train_split: Callable[[ImageSet], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Every estimator for every (source checkpoint, target) of a KB, written (idempotently:
+    rows of these features are replaced) into its pair_features.csv. Returns the new rows.
+
+    Targets are the KB's ``image_set`` npz files under ``data_dir``, restricted to their
+    training rows (``train_split(imageset)`` or :func:`train_rows`), then a seeded stratified
+    subsample of at most ``max_images``."""
+    from meta_features._checkpoint_features import channel_policy, load_source
+
+    kb = load_kb(kb_name)
+    sources = [s for s in kb.sources if kb.checkpoint_path(s) is not None]
+    if not sources:
+        raise TransferabilityError(f"knowledge base '{kb.name}' has no checkpoints to score")
+    data = Path(data_dir) if data_dir is not None else _default_data_dir()
+    targets: list[tuple[str, Path]] = []
+    for t in kb.targets:
+        stem = kb.card(t).get("image_set")
+        stem = t if not isinstance(stem, str) or not stem else stem
+        if (data / f"{stem}.npz").exists():
+            targets.append((t, data / f"{stem}.npz"))
+        else:
+            log.warning("transferability: target %s skipped, %s not found", t, data / f"{stem}.npz")
+    if not targets:
+        raise TransferabilityError(f"none of the targets of '{kb.name}' has an image set under {data}")
+    cache: dict[tuple[str, int, str], ImageSet] = {}
+    rows = []
+    with _progress(progress) as bar:
+        task = bar.add_task("transferability", total=len(sources) * len(targets))
+        for src in sources:
+            model, meta = load_source(kb.checkpoint_path(src))
+            side, chans = int(meta.get("side", 28)), channel_policy(meta)
+            for tgt, path in targets:
+                bar.update(task, description=f"{src} -> {tgt}")
+                key = (tgt, side, chans)
+                if key not in cache:
+                    full = _read_target(path, side, chans)
+                    rows_tr = train_split(full) if train_split else train_rows(full, random_state)
+                    cache[key] = full.subset(np.asarray(rows_tr))
+                target = cache[key]
+                scores = score_loaded(model, meta, target, max_images, random_state)
+                n = min(len(target), max_images)
+                prov = (f"catscans transferability: checkpoint {src}; {n} of {len(target)} "
+                        f"train images of {path.stem} (seed {random_state})")
+                rows += [(src, tgt, f, v, KIND, prov) for f, v in scores.items()]
+                bar.advance(task)
+    new = pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    old = kb.pair_features.reindex(columns=PAIR_COLUMNS)
+    keep = old[~((old["kind"] == KIND) & old["feature"].isin(ESTIMATORS))]
+    merged = pd.concat([keep, new], ignore_index=True) if len(keep) else new
+    out = Path(kb.path) / "pair_features.csv"
+    tmp = out.with_name(out.name + ".tmp")
+    merged.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return new
+
+
+def score_target(
+    kb, imageset: ImageSet, *, max_images: int = 1000, random_state: int = 0, progress: bool = False
+) -> pd.DataFrame:
+    """Every estimator for each source checkpoint of ``kb`` (a KnowledgeBase or its name) on a
+    user's labelled ImageSet (its train split when it has one). Columns: source, feature, value."""
+    from meta_features._checkpoint_features import CheckpointFeatureError, load_source
+
+    kb = kb if isinstance(kb, KnowledgeBase) else load_kb(kb)
+    if imageset.labels is None:
+        raise CheckpointFeatureError(f"'{imageset.name}' has no labels: transferability needs them")
+    sources = [s for s in kb.sources if kb.checkpoint_path(s) is not None]
+    if not sources:
+        raise TransferabilityError(f"knowledge base '{kb.name}' has no checkpoints to score")
+    target = imageset
+    if imageset.split is not None and (np.asarray(imageset.split) == "train").any():
+        target = imageset.subset(np.flatnonzero(np.asarray(imageset.split) == "train"))
+    rows = []
+    with _progress(progress) as bar:
+        task = bar.add_task("transferability", total=len(sources))
+        for src in sources:
+            model, meta = load_source(kb.checkpoint_path(src))
+            scores = score_loaded(model, meta, target, max_images, random_state)
+            rows += [(src, f, v) for f, v in scores.items()]
+            bar.advance(task)
+    return pd.DataFrame(rows, columns=["source", "feature", "value"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Build shipped profiles and attach them to KBs.")
+    ap.add_argument("--stems", nargs="*", default=None, help="shared npz stems (default: all)")
+    ap.add_argument("--kb", nargs="*", default=None, help="KBs to attach to (default: all)")
+    ap.add_argument("--attach-only", action="store_true", help="reuse shipped profiles, only attach")
+    a = ap.parse_args()
+    np.seterr(all="ignore")
+    if not a.attach_only:
+        build_shipped_profiles(a.stems)
+    shipped = load_shipped_profiles()  # attach from what ships (float16), as users will
+    for name in a.kb if a.kb is not None else list_kbs():
+        meta, pf = attach_to_kb(name, shipped)
+        n_img = int(meta.drop(columns="dataset").notna().sum(axis=1).gt(10).sum())
+        n_sim = int((pf["kind"] == "similarity").sum())
+        print(f"KB {name}: {len(meta)} datasets ({n_img} with image features), {n_sim} similarity rows")
+
+
+if __name__ == "__main__":
+    main()
