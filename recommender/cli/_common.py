@@ -107,7 +107,3 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "to_dict"):
         return o.to_dict()
     return str(o)
-
-
-def not_built(command: str, issue: str) -> None:
-    fail(f"'{command}' is not built yet ({issue}); nothing was run")
