@@ -17,7 +17,7 @@ import numpy as np
 
 from imagesets import ImageSet, ImageSetError, read_imageset
 
-__all__ = ["default_data_dir", "load_dataset", "stable_seed", "stratified_take", "fixed_split",
+__all__ = ["default_data_dir", "load_dataset", "resolve_dataset", "stable_seed", "stratified_take", "fixed_split",
            "SourceSplit", "TargetSplit", "native_card", "source_split", "target_split", "KNOWN_SETS"]
 
 # Facts about the 12 shared sets (SOURCES.md) that an ImageSet card cannot know.
@@ -49,19 +49,26 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(h, "little") % (2**31 - 1)
 
 
+def resolve_dataset(spec: str, data_dir: str) -> str:
+    """The path or spec a dataset name stands for, without reading it (fails fast on a typo)."""
+    npz = Path(data_dir) / f"{spec}.npz"
+    if npz.is_file():
+        return str(npz)
+    if not (Path(spec).expanduser().exists() or ":" in spec):
+        raise ImageSetError(f"unknown dataset '{spec}' (no {npz.name} in {data_dir}, and not a readable path)")
+    return spec
+
+
 @functools.lru_cache(maxsize=32)
 def load_dataset(spec: str, data_dir: str, side: int, channels: int) -> ImageSet:
     """A labelled set by shared-npz stem (in ``data_dir``) or any ``read_imageset`` spec.
 
     Cached per process: a worker reads each set once for all of its cells.
     """
-    npz = Path(data_dir) / f"{spec}.npz"
+    path = resolve_dataset(spec, data_dir)
     policy = "grey" if channels == 1 else "rgb"
-    if npz.is_file():
-        return read_imageset(str(npz), side=side, channels=policy, require_labels=True, name=spec)
-    if not (Path(spec).expanduser().exists() or ":" in spec):
-        raise ImageSetError(f"unknown dataset '{spec}' (no {npz.name} in {data_dir}, and not a readable path)")
-    return read_imageset(spec, side=side, channels=policy, require_labels=True)
+    name = spec if path != spec else None
+    return read_imageset(path, side=side, channels=policy, require_labels=True, name=name)
 
 
 def native_card(spec: str, data_dir: str, side: int):  # noqa: ANN201 (imagesets.Card)

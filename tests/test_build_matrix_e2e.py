@@ -177,6 +177,7 @@ def test_ray_backend_local_instance(toy: dict) -> None:
 @pytest.mark.parametrize("args,needle", [
     (["--protocol", "no-such-protocol"], "no protocol 'no-such-protocol'"),
     (["--targets", "not_a_dataset"], "unknown dataset 'not_a_dataset'"),
+    (["--targets", "not_a_dataset", "--dry-run"], "unknown dataset 'not_a_dataset'"),
     (["--set", "finetune.nope=1"], "unknown protocol key"),
     (["--targets", "src_a,tgt_c"], "twins"),
 ])

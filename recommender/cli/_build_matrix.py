@@ -116,6 +116,13 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             import pandas as pd
 
+            from experiments.cells import IMAGENET, SCRATCH
+            from experiments.data import resolve_dataset
+
+            for name in dict.fromkeys([*plan.sources, *plan.targets]):
+                if name not in (SCRATCH, IMAGENET):
+                    resolve_dataset(name, ddir)
+
             grid = pd.DataFrame([{"kind": c.kind, "source": c.source, "target": c.target, "repeat": c.repeat}
                                  for c in plan.cells])
             emit(fmt, {"protocol": proto.name, "hash": proto.hash, "cells": len(grid),
