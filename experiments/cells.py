@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.data import load_dataset, source_split, stable_seed, target_split
+from experiments.data import load_dataset, portable_path, source_split, stable_seed, target_split
 from experiments.models import create_model, load_checkpoint, replace_head, save_checkpoint
 from experiments.protocol import Protocol
 from experiments.store import cell_key, open_store
@@ -106,7 +106,8 @@ def _pretrain(cell: Cell, ctx: RunContext, emit: Event) -> dict:
     save_checkpoint(model.cpu(), ck, {
         "arch": p.arch, "num_classes": ds.n_classes, "in_chans": p.channels, "class_names": ds.class_names,
         "side": p.side, "source": cell.source, "protocol": p.name, "protocol_hash": p.hash,
-        "seed": cell.seed, "val_auc": res.best_val_auc, "test_auc": test_auc, "card": ds.card.to_dict(),
+        "seed": cell.seed, "val_auc": res.best_val_auc, "test_auc": test_auc,
+        "card": ds.card.to_dict() | {"source": portable_path(ds.card.source)},
     })
     return {"value": test_auc, "val_auc": res.best_val_auc, "best_epoch": res.best_epoch,
             "epochs": res.epochs_run, "n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test),

@@ -17,7 +17,7 @@ import numpy as np
 
 from imagesets import ImageSet, ImageSetError, read_imageset
 
-__all__ = ["default_data_dir", "load_dataset", "resolve_dataset", "stable_seed", "stratified_take", "fixed_split",
+__all__ = ["default_data_dir", "load_dataset", "portable_path", "resolve_dataset", "stable_seed", "stratified_take", "fixed_split",
            "SourceSplit", "TargetSplit", "native_card", "source_split", "target_split", "KNOWN_SETS"]
 
 # Facts about the 12 shared sets (SOURCES.md) that an ImageSet card cannot know.
@@ -47,6 +47,19 @@ def stable_seed(*parts: object) -> int:
     """A 31-bit seed from any values; independent of Python's hash randomisation."""
     h = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") % (2**31 - 1)
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path for shipped files: relative to the repository when it sits in or beside it
+    (``../shared/data/x.npz``), so artifacts carry no machine-specific absolute paths."""
+    repo = Path(__file__).resolve().parents[1]
+    p = Path(path).resolve()
+    for base, prefix in ((repo, ""), (repo.parent, "../")):
+        try:
+            return prefix + str(p.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def resolve_dataset(spec: str, data_dir: str) -> str:

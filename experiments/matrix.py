@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.cells import IMAGENET, SCRATCH, Cell, RunContext, checkpoint_path
-from experiments.data import KNOWN_SETS, load_dataset, native_card
+from experiments.data import KNOWN_SETS, load_dataset, native_card, portable_path
 from experiments.knowledge_base import KnowledgeBase, save_kb
 from experiments.protocol import Protocol, ProtocolError
 from experiments.store import ResultStore, open_store
@@ -163,7 +163,7 @@ def _dataset_rows(plan: MatrixPlan, data_dir: str) -> pd.DataFrame:
             "n_images": card.n_images, "n_classes": card.n_classes, "channels": card.channels,
             "resolution": int(max(native.get("h_median", 0), native.get("w_median", 0)) or card.side),
             "task": "binary" if card.n_classes == 2 else "multiclass", "licence": known.get("licence", ""),
-            "image_set": name if npz.is_file() else "", "provenance": f"ImageSet card of {card.source}",
+            "image_set": name if npz.is_file() else "", "provenance": f"ImageSet card of {portable_path(card.source)}",
         })
     return pd.DataFrame(rows)
 
