@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import KnowledgeBase, list_kbs, load_kb
-from imagesets import ImageSet, ImageSetError, UserError, read_imageset
+from imagesets import ImageSet, UserError, read_imageset
 from recommender.explain import reasons, weights_location
 
 MIN_IMAGES = 10
@@ -48,11 +48,6 @@ class Recommendation:
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.ranking)
-
-
-def _validation_summary(model) -> dict:
-    v = dict(getattr(model, "validated", {}) or {})
-    return v
 
 
 def choose_kb(kb: str | None) -> tuple[str, str]:
@@ -132,12 +127,12 @@ def _read_target(target: str | Path, progress: bool) -> ImageSet:
     return imageset
 
 
-def _pair_features(kb: KnowledgeBase, profile, imageset: ImageSet, use_transferability: bool) -> pd.DataFrame:
+def _pair_features(kb: KnowledgeBase, profile, imageset: ImageSet, tcard: dict,  # noqa: ANN001
+                   use_transferability: bool) -> pd.DataFrame:
     """source, feature, value rows for the new target (similarities, domain, transferability)."""
     from meta_features import domain_distance, load_profile, pair_similarities, profiles_dir
 
     rows: list[dict] = []
-    tcard = _target_card_for_model(imageset)
     for source in kb.sources:
         card = kb.card(source)
         stem = card.get("image_set")
@@ -157,7 +152,11 @@ def _pair_features(kb: KnowledgeBase, profile, imageset: ImageSet, use_transfera
 
 
 def _target_card_for_model(imageset: ImageSet) -> dict:
-    """The user's folder as a KB-style card (the meta-model's target card features)."""
+    """The user's folder as a KB-style card (the meta-model's target card features).
+
+    catscans recommends for medical targets, so the domain is taken as medical; the modality
+    is the most common DICOM Modality tag when there is one, else unknown.
+    """
     c = imageset.card
     modality = max(c.modalities, key=c.modalities.get) if c.modalities else ""
     med = np.median([c.native_size.get("median_height", imageset.side), c.native_size.get("median_width", imageset.side)])
@@ -183,10 +182,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     model = load_recommender(kb_name)
 
     t = time.perf_counter()
-    try:
-        imageset = _read_target(target, progress)
-    except ImageSetError:
-        raise
+    imageset = _read_target(target, progress)
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -208,11 +204,11 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     elif not kbase.has_checkpoints:
         notes.append(f"KB '{kb_name}' ships no source checkpoints: no transferability estimates")
     t = time.perf_counter()
-    pairs = _pair_features(kbase, profile, imageset, use_tx)
+    card = _target_card_for_model(imageset)
+    pairs = _pair_features(kbase, profile, imageset, card, use_tx)
     timings["similarity"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    card = _target_card_for_model(imageset)
     rows = rows_for_new_target(kbase, card, profile.meta, pairs)
     ranked = model.rank(rows)
     contrib = model.contributions(rows)
@@ -254,7 +250,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         kb=kb_name,
         kb_choice=kb_choice,
         method=_method_label(model),
-        validation=_validation_summary(model),
+        validation=dict(model.validated or {}),
         ranking=out,
         notes=notes,
         timings_s={k: round(v, 3) for k, v in timings.items()},
