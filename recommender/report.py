@@ -56,21 +56,26 @@ def feature_scatter(kb: KnowledgeBase, md: MetaDataset, corr: pd.DataFrame, path
     outcome = "gain" if gain is not None else "auc"
     y_all = (gain.reindex(pd.MultiIndex.from_arrays([md.rows["source"], md.rows["target"]])).to_numpy()
              if gain is not None else md.rows["auc"].to_numpy())
-    fig, axes = plt.subplots(1, len(feats), figsize=(4.2 * len(feats), 3.6), squeeze=False)
-    for ax, f in zip(axes[0], feats, strict=True):
+    ncols = min(4, len(feats))
+    nrows = -(-len(feats) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(feats):]:
+        ax.set_visible(False)
+    for ax, f in zip(axes.flat, feats, strict=False):
         x = md.rows[f"pair_{f}"].to_numpy(dtype=float)
         for t in md.targets:
             sel = (md.rows["target"] == t).to_numpy()
             ax.scatter(x[sel], y_all[sel], s=16, label=t)
         c = corr[(corr["feature"] == f) & (corr["outcome"] == outcome)]
         r = c.iloc[0] if len(c) else None
-        sub = (f"r = {r['pearson_r']:+.2f} (p = {r['pearson_p']:.2f}, n = {int(r['n'])})"
+        sub = (f"r = {r['pearson_r']:+.2f} (p = {r['pearson_p']:.2g}, n = {int(r['n'])})"
                if r is not None and np.isfinite(r["pearson_r"]) else "r undefined")
         ax.set_title(f"{f}\n{sub}", fontsize=8)
         ax.set_xlabel(f)
         ax.set_ylabel("AUC gain (%)" if outcome == "gain" else "AUC")
     if len(md.targets) <= 12:
-        axes[0][-1].legend(fontsize=6, loc="best")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="lower right", ncol=2, title="target")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
