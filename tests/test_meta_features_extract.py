@@ -161,9 +161,9 @@ def test_resnet_probe_offline_is_clear_error(monkeypatch):
 
 def test_shared_pneumoniamnist_features():
     path: Path = shared_path("pneumoniamnist.npz")
-    from meta_features._shared_data import _read_npz
+    from imagesets import read_imageset
 
-    s = _read_npz(path, 28)
+    s = read_imageset(path, side=28, channels="keep")
     m = mf.extract_meta_features(s.subset(np.arange(0, len(s), 10)), cache=False)
     assert m["stats.greyness"] == 1 and m["dataset.n_classes"] == 2 and m["dataset.channels"] == 1
     assert 0.5 < m["label.nn1_accuracy"] <= 1  # the probe separates normal/pneumonia better than chance
