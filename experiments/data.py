@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesets import ImageSet, ImageSetError, read_imageset
+from imagesets import ImageSet, ImageSetError, default_data_dir, read_imageset
 
 __all__ = ["default_data_dir", "load_dataset", "portable_path", "resolve_dataset", "stable_seed", "stratified_take", "fixed_split",
            "SourceSplit", "TargetSplit", "native_card", "source_split", "target_split", "KNOWN_SETS"]
@@ -35,12 +35,6 @@ KNOWN_SETS: dict[str, dict[str, str]] = {
     "mnist_test10k": {"domain": "natural", "modality": "digits", "licence": "CC BY-SA 3.0 (commonly cited)"},
     "kmnist_test10k": {"domain": "natural", "modality": "characters", "licence": "CC BY-SA 4.0"},
 }
-
-
-def default_data_dir() -> Path:
-    """``$CATSCANS_DATA`` or ``../shared/data`` next to the repository."""
-    env = os.environ.get("CATSCANS_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def stable_seed(*parts: object) -> int:

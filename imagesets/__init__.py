@@ -8,7 +8,7 @@ and ``imagesets._dicom``; layout rules in ``imagesets._scan``.
 """
 
 from imagesets._demo import build_demo_target
-from imagesets._paths import artifacts_dir
+from imagesets._paths import artifacts_dir, default_data_dir
 from imagesets._pixels import MAX_PIXELS, REASONS, decode_file
 from imagesets._read import read_imageset
 from imagesets._types import Card, ChannelPolicy, ImageSet, ImageSetError, SkippedFile, UserError
@@ -23,6 +23,7 @@ __all__ = [
     "SkippedFile",
     "UserError",
     "artifacts_dir",
+    "default_data_dir",
     "build_demo_target",
     "decode_file",
     "read_imageset",

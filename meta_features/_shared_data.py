@@ -6,20 +6,18 @@ target will be read. Nothing here is needed at run time: only the build scripts 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from imagesets import ImageSet, read_imageset
+from imagesets import ImageSet, default_data_dir, read_imageset
 from meta_features._common import PROFILE_SIDE, MetaFeatureError
 
 
 def shared_data_dir() -> Path:
-    """``$CATSCANS_SHARED_DATA`` or ../shared/data next to the repository."""
-    env = os.environ.get("CATSCANS_SHARED_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    """:func:`imagesets.default_data_dir`, which must exist for the build scripts."""
+    root = default_data_dir()
     if not root.is_dir():
         raise MetaFeatureError(f"shared data folder not found: {root}")
     return root

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, list_kbs, load_kb
-from imagesets import ImageSet
+from imagesets import ImageSet, default_data_dir
 from meta_features import (
     PROFILE_SIDE,
     DatasetProfile,
@@ -131,11 +131,6 @@ def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None
 
 
 
-def _default_data_dir() -> Path:
-    env = os.environ.get("CATSCANS_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _read_target(path: Path, side: int, channels: str) -> ImageSet:
     from imagesets import read_imageset
 
@@ -170,7 +165,7 @@ def score_kb(
     sources = [s for s in kb.sources if kb.checkpoint_path(s) is not None]
     if not sources:
         raise TransferabilityError(f"knowledge base '{kb.name}' has no checkpoints to score")
-    data = Path(data_dir) if data_dir is not None else _default_data_dir()
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
     targets: list[tuple[str, Path]] = []
     for t in kb.targets:
         stem = kb.card(t).get("image_set")
