@@ -3,7 +3,12 @@
 Every backend (in-process, worker processes, Ray tasks) calls this same function;
 the cell writes its own record to the store, so a result is kept the moment it
 exists, whoever scheduled it. Seeds come from (protocol hash, source, target,
-repeat), never from the order of the grid.
+repeat), never from the order of the grid; a pretrain cell's key and seed come from
+the *pretrain* hash (source + pretraining settings only), so every protocol, target
+list and ``verify`` that shares those settings shares one checkpoint.
+
+A cell is claimed in the store before it runs (a lease), so several workers or
+processes on one store never compute the same cell.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from experiments.data import load_dataset, portable_path, source_split, stable_seed, target_split
 from experiments.models import create_model, load_checkpoint, replace_head, save_checkpoint
 from experiments.protocol import Protocol
-from experiments.store import cell_key, open_store
+from experiments.store import _safe, cell_key, open_store, worker_id
 from experiments.training import (
     fit,
     pick_device,
@@ -33,7 +38,8 @@ from experiments.training import (
     to_uint8_tensor,
 )
 
-__all__ = ["Cell", "RunContext", "run_cell", "checkpoint_path", "SCRATCH", "IMAGENET"]
+__all__ = ["Cell", "RunContext", "run_cell", "checkpoint_path", "checkpoint_file", "checkpoint_ready",
+           "SCRATCH", "IMAGENET"]
 
 SCRATCH = "scratch"  # the from-scratch baseline: random init, no pretraining
 IMAGENET = "imagenet"  # torchvision ImageNet weights (torchvision archs, online only)
@@ -73,12 +79,35 @@ class RunContext:
     run_dir: str
     store_url: str | None
     threads: int = 0  # torch intra-op threads in this worker; 0 = leave as is
+    checkpoint_dir: str = ""  # where source checkpoints live; "" = <run_dir>/checkpoints
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(self.run_dir) / "checkpoints"
+
+
+def checkpoint_file(folder: str | os.PathLike, source: str) -> Path:
+    """``<folder>/<source>.safetensors`` (name made file-safe)."""
+    return Path(folder) / f"{_safe(source)}.safetensors"
 
 
 def checkpoint_path(run_dir: str | os.PathLike, source: str) -> Path:
-    from experiments.store import _safe
+    """The default checkpoint of ``source`` in a run folder: ``<run_dir>/checkpoints/``."""
+    return checkpoint_file(Path(run_dir) / "checkpoints", source)
 
-    return Path(run_dir) / "checkpoints" / f"{_safe(source)}.safetensors"
+
+def checkpoint_ready(folder: str | os.PathLike, source: str, pretrain_hash: str) -> bool:
+    """A complete checkpoint of ``source`` pretrained with exactly these settings."""
+    import json
+
+    ck = checkpoint_file(folder, source)
+    if not ck.exists():
+        return False
+    try:
+        meta = json.loads(ck.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("pretrain_hash") == pretrain_hash
 
 
 def _now() -> str:
@@ -102,16 +131,25 @@ def _pretrain(cell: Cell, ctx: RunContext, emit: Event) -> dict:
               p.pretrain, cell.seed, on_epoch=lambda e, n, v: emit({"epoch": e, "epochs": n, "val_auc": v}))
     test_auc = roc_auc(ds.labels[sp.test], predict_proba(model, to_uint8_tensor(ds.images[sp.test],
                                                                                 pick_device()), pick_device()))
-    ck = checkpoint_path(ctx.run_dir, cell.source)
+    ck = checkpoint_file(ctx.checkpoints, cell.source)
     save_checkpoint(model.cpu(), ck, {
         "arch": p.arch, "num_classes": ds.n_classes, "in_chans": p.channels, "class_names": ds.class_names,
-        "side": p.side, "source": cell.source, "protocol": p.name, "protocol_hash": p.hash,
+        "side": p.side, "source": cell.source, "protocol": p.name, "pretrain_hash": p.pretrain_hash,
+        "pretrain": p.to_dict()["pretrain"], "split": list(p.evaluation.split), "protocol_seed": p.seed,
         "seed": cell.seed, "val_auc": res.best_val_auc, "test_auc": test_auc,
         "card": ds.card.to_dict() | {"source": portable_path(ds.card.source)},
     })
     return {"value": test_auc, "val_auc": res.best_val_auc, "best_epoch": res.best_epoch,
             "epochs": res.epochs_run, "n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test),
-            "train_s": res.wall_s, "checkpoint": str(ck.relative_to(ctx.run_dir))}
+            "train_s": res.wall_s, "checkpoint": _shown(ck, ctx.run_dir)}
+
+
+def _shown(path: Path, run_dir: str) -> str:
+    """A record's path: relative to the run folder when inside it, else repo-relative."""
+    try:
+        return str(path.resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return portable_path(path)
 
 
 def _source_model(cell: Cell, ctx: RunContext, n_classes: int) -> torch.nn.Module:
@@ -120,7 +158,13 @@ def _source_model(cell: Cell, ctx: RunContext, n_classes: int) -> torch.nn.Modul
         return create_model(p.arch, n_classes, p.channels, drop=p.finetune.drop)
     if cell.source == IMAGENET:
         return create_model(p.arch, n_classes, p.channels, pretrained=True, drop=p.finetune.drop)
-    model, _ = load_checkpoint(checkpoint_path(ctx.run_dir, cell.source))
+    ck = checkpoint_file(ctx.checkpoints, cell.source)
+    model, meta = load_checkpoint(ck)
+    if meta.get("pretrain_hash") != p.pretrain_hash:
+        from experiments.models import ModelError
+
+        raise ModelError(f"checkpoint {ck} was pretrained with other settings (pretrain hash "
+                         f"{meta.get('pretrain_hash')}, protocol wants {p.pretrain_hash})")
     model = replace_head(model, n_classes)
     if hasattr(model, "drop"):
         model.drop = torch.nn.Dropout(p.finetune.drop)
@@ -131,6 +175,10 @@ def _finetune(cell: Cell, ctx: RunContext, emit: Event) -> dict:
     p = ctx.protocol
     ds = load_dataset(cell.target, ctx.data_dir, p.side, p.channels)
     sp = target_split(ds, p.evaluation, p.seed, cell.repeat)
+    if len(np.unique(ds.labels[sp.test])) < 2 or len(np.unique(ds.labels[sp.train])) < 2:
+        from imagesets import ImageSetError
+
+        raise ImageSetError(f"{cell.target}: the train or test split holds fewer than two classes")
     torch.manual_seed(cell.seed)  # the new head's init
     model = _source_model(cell, ctx, ds.n_classes)
     res = fit(model, (ds.images[sp.train], ds.labels[sp.train]), (ds.images[sp.val], ds.labels[sp.val]),
@@ -145,12 +193,40 @@ def _finetune(cell: Cell, ctx: RunContext, emit: Event) -> dict:
                         for h in res.history]}
 
 
-def run_cell(cell: Cell, ctx: RunContext, emit: Event | None = None) -> dict:
-    """Run one cell, write its record to the store, return the record (skips if already stored)."""
-    store = open_store(ctx.store_url, Path(ctx.run_dir))
+def _done(cell: Cell, ctx: RunContext, store) -> dict | None:  # noqa: ANN001
     done = store.get(cell.key)
-    if done is not None and (cell.kind != "pretrain" or checkpoint_path(ctx.run_dir, cell.source).exists()):
+    if cell.kind == "pretrain" and not checkpoint_ready(ctx.checkpoints, cell.source, cell.protocol_hash):
+        return None
+    return done if done is not None else ({"key": cell.key} if cell.kind == "pretrain" else None)
+
+
+def run_cell(cell: Cell, ctx: RunContext, emit: Event | None = None) -> dict:
+    """Run one cell, write its record to the store, return the record.
+
+    Skips (``skipped: True``) a cell already stored, and one that another live worker has
+    claimed (``claimed_by`` set): the claim is a lease in the store, released when the
+    record is written or the cell fails.
+    """
+    store = open_store(ctx.store_url, Path(ctx.run_dir))
+    done = _done(cell, ctx, store)
+    if done is not None:
         return {**done, "skipped": True}
+    owner = worker_id()
+    # a pretrain record without its checkpoint (deleted, or another folder) must not block the
+    # claim, so the checkpoint is claimed under its own key
+    claim_key = cell.key if cell.kind != "pretrain" else f"{cell.key}__checkpoint"
+    if not store.claim(claim_key, owner):
+        done = _done(cell, ctx, store)
+        return {**(done or {"key": cell.key}), "skipped": True, "claimed_by": None if done else "another worker"}
+    try:
+        if (done := _done(cell, ctx, store)) is not None:  # finished between our check and our claim
+            return {**done, "skipped": True}
+        return _run_claimed(cell, ctx, store, emit)
+    finally:
+        store.release(claim_key, owner)
+
+
+def _run_claimed(cell: Cell, ctx: RunContext, store, emit: Event | None) -> dict:  # noqa: ANN001
     if ctx.threads > 0:
         torch.set_num_threads(ctx.threads)
     sink = emit or (lambda _e: None)
@@ -165,6 +241,9 @@ def run_cell(cell: Cell, ctx: RunContext, emit: Event | None = None) -> dict:
     body = _pretrain(cell, ctx, emit) if cell.kind == "pretrain" else _finetune(cell, ctx, emit)
     rec.update(body)
     rec.update({"wall_s": round(time.perf_counter() - t0, 3), "finished_at": _now(), "status": "ok",
-                "pid": os.getpid(), "value": float(np.round(body["value"], 6))})
-    store.put(rec)
+                "pid": os.getpid(), "worker": worker_id(), "value": float(np.round(body["value"], 6))})
+    if cell.kind == "pretrain":
+        rec["pretrain_hash"] = cell.protocol_hash
+    if not store.put(rec):  # a record already there (only possible when a lease expired mid-run)
+        return {**(store.get(cell.key) or rec), "skipped": True}
     return rec

@@ -57,7 +57,12 @@ def portable_path(path: str | os.PathLike) -> str:
 
 
 def resolve_dataset(spec: str, data_dir: str) -> str:
-    """The path or spec a dataset name stands for, without reading it (fails fast on a typo)."""
+    """The path or spec a dataset name stands for, without reading it (fails fast on a typo).
+
+    A derived task (``experiments.derived``) resolves to its root set's path."""
+    from experiments.derived import root_of
+
+    spec = root_of(spec)
     npz = Path(data_dir) / f"{spec}.npz"
     if npz.is_file():
         return str(npz)
@@ -70,8 +75,14 @@ def resolve_dataset(spec: str, data_dir: str) -> str:
 def load_dataset(spec: str, data_dir: str, side: int, channels: int) -> ImageSet:
     """A labelled set by shared-npz stem (in ``data_dir``) or any ``read_imageset`` spec.
 
-    Cached per process: a worker reads each set once for all of its cells.
+    Cached per process: a worker reads each set once for all of its cells. A derived task's
+    name gives its task, cut from its parent (read through this same cache).
     """
+    from experiments.derived import DERIVED, derive
+
+    if spec in DERIVED:
+        task = DERIVED[spec]
+        return derive(load_dataset(task.parent, data_dir, side, channels), task)
     path = resolve_dataset(spec, data_dir)
     policy = "grey" if channels == 1 else "rgb"
     name = spec if path != spec else None
@@ -80,6 +91,13 @@ def load_dataset(spec: str, data_dir: str, side: int, channels: int) -> ImageSet
 
 def native_card(spec: str, data_dir: str, side: int):  # noqa: ANN201 (imagesets.Card)
     """The card with the set's own channel count (``keep``), for KB dataset rows."""
+    from experiments.derived import DERIVED, derive
+
+    if spec in DERIVED:
+        task = DERIVED[spec]
+        card = derive(read_imageset(str(Path(data_dir) / f"{task.parent}.npz"), side=side, channels="keep",
+                                    require_labels=True, name=task.parent), task).card
+        return card
     npz = Path(data_dir) / f"{spec}.npz"
     if npz.is_file():
         return read_imageset(str(npz), side=side, channels="keep", require_labels=True, name=spec).card
@@ -155,7 +173,15 @@ def source_split(ds: ImageSet, fractions: tuple[float, float, float], seed: int,
 
 
 def target_split(ds: ImageSet, ev, seed: int, repeat: int) -> TargetSplit:  # noqa: ANN001 (EvalConfig)
-    """Fine-tuning indices for one fold or seed of a target (see module docstring)."""
+    """Fine-tuning indices for one fold or seed of a target (see module docstring).
+
+    A derived low-data task overrides the training size (``experiments.derived.eval_overrides``)."""
+    import dataclasses
+
+    from experiments.derived import eval_overrides
+
+    if eval_overrides(ds.name):
+        ev = dataclasses.replace(ev, **eval_overrides(ds.name))
     labels = ds.labels
     if ev.mode == "folds":
         from sklearn.model_selection import StratifiedKFold

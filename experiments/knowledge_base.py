@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imagesets import UserError, artifacts_dir
+from imagesets import UserError, artifacts_dir, atomic_path, atomic_write_text, file_lock
 
 FORMAT_VERSION = 1
 RECORD_COLUMNS = [
@@ -46,7 +46,7 @@ RECORD_COLUMNS = [
 ]
 DATASET_COLUMNS = [
     "name", "role", "domain", "modality", "n_images", "n_classes", "channels",
-    "resolution", "task", "licence", "image_set", "provenance",
+    "resolution", "task", "licence", "image_set", "provenance", "group",
 ]
 PAIR_COLUMNS = ["source", "target", "feature", "value", "kind", "provenance"]
 
@@ -119,6 +119,35 @@ class KnowledgeBase:
         return p if p.exists() else None
 
     @property
+    def groups(self) -> dict[str, str]:
+        """Each source/target's independence group (leave-one-group-out folds).
+
+        From the manifest's ``groups`` (written by build-matrix: derived tasks join their
+        parent, twins join each other), else from its declared ``twins`` (union-find), else
+        every dataset is its own group. Every evaluation of a KB holds out whole groups.
+        """
+        names = list(dict.fromkeys([*self.sources, *self.targets]))
+        declared = self.manifest.get("groups") or {}
+        parent = {n: n for n in names}
+
+        def find(x: str) -> str:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b in self.manifest.get("twins") or []:
+            parent[find(a)] = find(b)
+        for n, g in declared.items():
+            parent[find(n)] = find(g)
+        members: dict[str, list[str]] = {}
+        for n in names:
+            members.setdefault(find(n), []).append(n)
+        label = {r: str(declared.get(sorted(m)[0], sorted(m)[0])) for r, m in members.items()}
+        return {n: label[find(n)] for n in names}
+
+    @property
     def has_checkpoints(self) -> bool:
         return self.path is not None and any((self.path / "checkpoints").glob("*.safetensors"))
 
@@ -165,9 +194,24 @@ def load_kb(name_or_path: str | os.PathLike) -> KnowledgeBase:
 
 
 def save_kb(kb: KnowledgeBase, path: str | os.PathLike | None = None) -> Path:
-    """Write a KB atomically per file (write to ``.tmp`` then rename). Returns the folder."""
+    """Write a KB atomically per file (unique temp name, fsync, rename), the whole folder
+    under the KB's lock so two writers never interleave their files. Returns the folder."""
     out = Path(path) if path is not None else kb_root() / kb.name
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KnowledgeBaseError(f"cannot create KB folder {out}: {exc}") from exc
+    with file_lock(out / ".kb"):
+        return _save_kb_files(kb, out)
+
+
+def kb_lock(kb_or_path: KnowledgeBase | str | os.PathLike):  # noqa: ANN201 (filelock.FileLock)
+    """The lock every writer of a KB folder holds (``save_kb`` and attach/score steps)."""
+    path = kb_or_path.path if isinstance(kb_or_path, KnowledgeBase) else Path(kb_or_path)
+    return file_lock(Path(path) / ".kb")
+
+
+def _save_kb_files(kb: KnowledgeBase, out: Path) -> Path:
     records = kb.records.reindex(columns=RECORD_COLUMNS)
     datasets = kb.datasets.reindex(columns=DATASET_COLUMNS)
     manifest = dict(kb.manifest)
@@ -184,13 +228,10 @@ def save_kb(kb: KnowledgeBase, path: str | os.PathLike | None = None) -> Path:
     if kb.pair_features is not None and len(kb.pair_features):
         files["pair_features.csv"] = kb.pair_features.reindex(columns=PAIR_COLUMNS)
     for fname, df in files.items():
-        tmp = out / (fname + ".tmp")
-        df.to_csv(tmp, index=False)  # full precision: a transcription must round-trip exactly
-        os.replace(tmp, out / fname)
+        with atomic_path(out / fname) as tmp:
+            df.to_csv(tmp, index=False)  # full precision: a transcription must round-trip exactly
     manifest["files"] = sorted(list(files) + ["manifest.json"])
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
     kb.path = out
     return out
 

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.cells import IMAGENET, SCRATCH, Cell, RunContext, checkpoint_path
+from experiments.cells import IMAGENET, SCRATCH, Cell, RunContext, checkpoint_file, checkpoint_ready
+from experiments.derived import DERIVED, root_of
 from experiments.data import KNOWN_SETS, load_dataset, native_card, portable_path
 from experiments.knowledge_base import KnowledgeBase, save_kb
 from experiments.protocol import Protocol, ProtocolError
 from experiments.store import ResultStore, open_store
+from imagesets import atomic_path, atomic_write_text
 
-__all__ = ["MatrixPlan", "plan_matrix", "build_matrix", "finetune_frame", "summary_table", "export_kb",
+__all__ = ["MatrixPlan", "plan_matrix", "target_groups", "build_matrix", "finetune_frame", "summary_table", "export_kb",
            "default_run_dir", "check_datasets"]
 
 Event = Callable[[dict], None]
@@ -52,9 +54,41 @@ def _is_twin(protocol: Protocol, a: str, b: str) -> bool:
     return any({a, b} == set(t) for t in protocol.twins)
 
 
+def target_groups(protocol: Protocol, names: Sequence[str]) -> dict[str, str]:
+    """Each name's independence group: derived tasks join their root set, twins join each
+    other (union-find over the declared twin pairs). Two names in one group share images."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in protocol.twins:
+        parent[find(a)] = find(b)
+    roots = {n: find(root_of(n)) for n in names}
+    members: dict[str, list[str]] = {}
+    for n, r in roots.items():
+        members.setdefault(r, []).append(root_of(n))
+    # name each group by its alphabetically first member root, so the label is stable
+    label = {r: sorted(set(m))[0] for r, m in members.items()}
+    return {n: label[r] for n, r in roots.items()}
+
+
+def _same_group(protocol: Protocol, source: str, target: str) -> bool:
+    g = target_groups(protocol, [source, target])
+    return g[source] == g[target]
+
+
 def plan_matrix(protocol: Protocol, sources: Sequence[str] | None = None,
                 targets: Sequence[str] | None = None, repeats: int | None = None) -> MatrixPlan:
-    """All cells of the grid; self-pairs skipped unless ``include_self``; twins never both targets."""
+    """All cells of the grid; twins never both targets.
+
+    A source is never fine-tuned on a target of its own group (itself, its twin, a task cut
+    from it) unless ``include_self``: its pretraining saw those images, test rows included.
+    """
     srcs = list(sources or protocol.sources)
     tgts = list(targets or protocol.targets)
     if not tgts:
@@ -66,12 +100,14 @@ def plan_matrix(protocol: Protocol, sources: Sequence[str] | None = None,
     h = protocol.hash
     n = repeats or protocol.evaluation.repeats
     plan = MatrixPlan(protocol, srcs, tgts)
-    plan.pretrain = [Cell("pretrain", s, "", -1, h) for s in srcs if s not in (SCRATCH, IMAGENET)]
+    plan.pretrain = [Cell("pretrain", s, "", -1, protocol.pretrain_hash) for s in srcs
+                     if s not in (SCRATCH, IMAGENET)]
     fine_sources = srcs + ([SCRATCH] if protocol.scratch and SCRATCH not in srcs else [])
     for r in range(n):  # repeat-major: an interrupted run still holds whole matrices
         for t in tgts:
             plan.finetune += [Cell("finetune", s, t, r, h) for s in fine_sources
-                              if s != t or protocol.include_self]
+                              if protocol.include_self or s in (SCRATCH, IMAGENET)
+                              or not _same_group(protocol, s, t)]
     return plan
 
 
@@ -83,41 +119,78 @@ def check_datasets(plan: MatrixPlan, data_dir: str) -> dict[str, object]:
 
 
 def build_matrix(plan: MatrixPlan, backend, data_dir: str, run_dir: str | os.PathLike,  # noqa: ANN001
-                 store_url: str | None = None, on_event: Event | None = None) -> dict:
-    """Run the pending cells of ``plan`` (pretrain stage, then fine-tune stage) and report."""
+                 store_url: str | None = None, on_event: Event | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None) -> dict:
+    """Run the pending cells of ``plan`` (pretrain stage, then fine-tune stage) and report.
+
+    ``checkpoint_dir`` (default ``<run_dir>/checkpoints``) holds the source checkpoints; a
+    checkpoint already there with the same pretrain hash is reused, never retrained.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProtocolError(f"cannot create run folder {run_dir}: {exc}") from exc
     store = open_store(store_url, run_dir)
     check_datasets(plan, data_dir)
-    (run_dir / "protocol.json").write_text(json.dumps(
-        {**plan.protocol.to_dict(), "hash": plan.protocol.hash}, indent=2) + "\n")
-    ctx = RunContext(plan.protocol, str(data_dir), str(run_dir), store_url)
+    atomic_write_text(run_dir / "protocol.json", json.dumps(
+        {**plan.protocol.to_dict(), "hash": plan.protocol.hash, "pretrain_hash": plan.protocol.pretrain_hash},
+        indent=2) + "\n")
+    ctx = RunContext(plan.protocol, str(data_dir), str(run_dir), store_url,
+                     checkpoint_dir=str(checkpoint_dir or ""))
+    ck_dir = ctx.checkpoints
     emit = on_event or (lambda _e: None)
     done = store.keys()
 
     def pending(cells: list[Cell]) -> list[Cell]:
-        return [c for c in cells if c.key not in done
-                or (c.kind == "pretrain" and not checkpoint_path(run_dir, c.source).exists())]
+        return [c for c in cells
+                if (c.kind == "pretrain" and not checkpoint_ready(ck_dir, c.source, c.protocol_hash))
+                or (c.kind != "pretrain" and c.key not in done)]
 
     todo_pre, todo_fine = pending(plan.pretrain), pending(plan.finetune)
     emit({"event": "plan", "total": len(plan.cells), "done": len(plan.cells) - len(todo_pre) - len(todo_fine)})
     failed: list[dict] = []
+    computed = [0]
 
     def watch(e: dict) -> None:
         if e.get("event") == "failed":
             failed.append(e)
+        if e.get("event") == "done" and not e.get("record", {}).get("skipped"):
+            computed[0] += 1
         emit(e)
 
     backend.run(todo_pre, ctx, watch)
-    bad_sources = {c.source for c in plan.pretrain if not checkpoint_path(run_dir, c.source).exists()}
+    _await_pretrain(plan, store, ck_dir, backend, ctx, watch)
+    bad_sources = {c.source for c in plan.pretrain if not checkpoint_ready(ck_dir, c.source, c.protocol_hash)}
     runnable = [c for c in todo_fine if c.source not in bad_sources]
     for c in todo_fine:
         if c.source in bad_sources:
             watch({"event": "failed", "key": c.key, "label": c.label, "error": f"source {c.source} not pretrained"})
     backend.run(runnable, ctx, watch)
     store.compact(run_dir)
-    return {"store": store.url, "run_dir": str(run_dir), "failed": failed,
-            "ran": len(todo_pre) + len(runnable) - len(failed), "total": len(plan.cells)}
+    return {"store": store.url, "run_dir": str(run_dir), "failed": failed, "checkpoints": str(ck_dir),
+            "ran": computed[0], "total": len(plan.cells)}
+
+
+def _await_pretrain(plan: MatrixPlan, store: ResultStore, ck_dir: Path, backend, ctx: RunContext,  # noqa: ANN001
+                    watch: Event, poll_s: float = 1.0) -> None:
+    """Wait for sources another worker is pretraining (its claim is live); when a claim
+    lapses without a checkpoint (that worker died), pretrain the source here."""
+    import time
+
+    tried: set[str] = set()
+    while True:
+        waiting = [c for c in plan.pretrain if c.key not in tried
+                   and not checkpoint_ready(ck_dir, c.source, c.protocol_hash)]
+        if not waiting:
+            return
+        # an expired probe claim takes nothing from a live holder; it only tells us who is free
+        free = [c for c in waiting if store.claim(f"{c.key}__checkpoint", "probe:0:free", lease_s=-1)]
+        if free:  # nobody holds these (never run, or their worker died): run them here, once
+            tried.update(c.key for c in free)
+            backend.run(free, ctx, watch)
+            continue
+        time.sleep(poll_s)
 
 
 def finetune_frame(store: ResultStore, plan: MatrixPlan) -> pd.DataFrame:
@@ -151,6 +224,7 @@ def _git_commit() -> tuple[str, bool]:
 def _dataset_rows(plan: MatrixPlan, data_dir: str) -> pd.DataFrame:
     rows = []
     sets = check_datasets(plan, data_dir)
+    groups = target_groups(plan.protocol, list(sets))
     for name in sets:
         card = native_card(name, data_dir, plan.protocol.side)
         native = card.native_size
@@ -163,14 +237,22 @@ def _dataset_rows(plan: MatrixPlan, data_dir: str) -> pd.DataFrame:
             "n_images": card.n_images, "n_classes": card.n_classes, "channels": card.channels,
             "resolution": int(max(native.get("h_median", 0), native.get("w_median", 0)) or card.side),
             "task": "binary" if card.n_classes == 2 else "multiclass", "licence": known.get("licence", ""),
-            "image_set": name if npz.is_file() else "", "provenance": f"ImageSet card of {portable_path(card.source)}",
+            "image_set": name if npz.is_file() else "",
+            "provenance": (f"derived from {DERIVED[name].parent}: {DERIVED[name].description}" if name in DERIVED
+                           else f"ImageSet card of {portable_path(card.source)}"),
         })
+        if name in DERIVED:
+            parent_row = KNOWN_SETS.get(root_of(name), {})
+            rows[-1].update({"domain": parent_row.get("domain", ""), "modality": parent_row.get("modality", ""),
+                             "licence": parent_row.get("licence", ""), "image_set": root_of(name)})
+        rows[-1]["group"] = groups[name]
     return pd.DataFrame(rows)
 
 
 def export_kb(plan: MatrixPlan, store: ResultStore, run_dir: str | os.PathLike, data_dir: str, name: str,
-              out: str | os.PathLike | None = None) -> Path:
-    """Write the measured matrix as a KB (records, dataset cards, checkpoints, manifest)."""
+              out: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None) -> Path:
+    """Write the measured matrix as a KB (per-seed records, dataset cards with groups,
+    checkpoints, manifest with groups, twins and derived tasks)."""
     p = plan.protocol
     df = finetune_frame(store, plan)
     if df.empty:
@@ -183,7 +265,8 @@ def export_kb(plan: MatrixPlan, store: ResultStore, run_dir: str | os.PathLike, 
         "architecture": p.arch, "protocol": f"{p.name}@{p.hash}", "study": "catscans build-matrix",
         "file": "", "commit": sha,
     }).sort_values(["target", "source", "fold", "seed"]).reset_index(drop=True)
-    pre = {r["source"]: r for r in store.records() if r.get("kind") == "pretrain" and r.get("protocol_hash") == p.hash}
+    pre = {r["source"]: r for r in store.records()
+           if r.get("kind") == "pretrain" and r.get("protocol_hash") == p.pretrain_hash}
     sources = [s for s in plan.sources if s in set(df["source"])]
     if SCRATCH in set(df["source"]) and SCRATCH not in sources:
         sources.append(SCRATCH)
@@ -191,7 +274,10 @@ def export_kb(plan: MatrixPlan, store: ResultStore, run_dir: str | os.PathLike, 
         "name": name,
         "description": f"Measured by catscans build-matrix, protocol {p.name} ({p.description})",
         "metric": "roc_auc", "architecture": p.arch, "baseline_source": SCRATCH if p.scratch else None,
-        "protocol": {**p.to_dict(), "hash": p.hash}, "twins": [list(t) for t in p.twins],
+        "protocol": {**p.to_dict(), "hash": p.hash, "pretrain_hash": p.pretrain_hash},
+        "twins": [list(t) for t in p.twins],
+        "groups": target_groups(p, [*plan.sources, *plan.targets]),
+        "derived": {t: DERIVED[t].to_dict() for t in plan.targets if t in DERIVED},
         "sources": sources, "targets": [t for t in plan.targets if t in set(df["target"])],
         "evaluation": f"test ROC-AUC (weighted one-vs-rest for multi-class) over {p.evaluation.repeats} "
                       f"{p.evaluation.mode}; early stopping on a separate validation set",
@@ -202,11 +288,12 @@ def export_kb(plan: MatrixPlan, store: ResultStore, run_dir: str | os.PathLike, 
     }
     kb = KnowledgeBase(name=name, records=records, datasets=_dataset_rows(plan, data_dir), manifest=manifest)
     path = save_kb(kb, out)
+    src_dir = Path(checkpoint_dir) if checkpoint_dir else Path(run_dir) / "checkpoints"
     ck_dir = path / "checkpoints"
     for s in plan.sources:
-        ck = checkpoint_path(run_dir, s)
-        if ck.exists():
-            ck_dir.mkdir(exist_ok=True)
-            shutil.copy2(ck, ck_dir / f"{s}.safetensors")
-            shutil.copy2(ck.with_suffix(".json"), ck_dir / f"{s}.json")
+        ck = checkpoint_file(src_dir, s)
+        if checkpoint_ready(src_dir, s, p.pretrain_hash) and ck.resolve() != checkpoint_file(ck_dir, s).resolve():
+            for src, dst in ((ck, ck_dir / f"{s}.safetensors"), (ck.with_suffix(".json"), ck_dir / f"{s}.json")):
+                with atomic_path(dst) as tmp:
+                    shutil.copy2(src, tmp)
     return path

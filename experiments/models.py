@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from imagesets import UserError
+from imagesets import UserError, atomic_path, atomic_write_text
 
 __all__ = [
     "ModelError", "create_model", "list_models", "register_model", "save_checkpoint",
@@ -213,13 +213,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict) -> Pa
     meta.setdefault("num_classes", int(model.head.out_features))
     meta.setdefault("in_chans", _in_chans(model))
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"arch": str(meta["arch"])})
-    jtmp = path.with_name(path.stem + ".json.tmp")
-    jtmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    os.replace(jtmp, _meta_path(path))
-    os.chmod(tmp, 0o644)  # safetensors creates the file 0600; artifacts must be readable
-    os.replace(tmp, path)  # weights last: their presence means the checkpoint is complete
+    # unique temp names (imagesets.atomic_path), so concurrent saves never share one; the
+    # sidecar first and the weights last: their presence means the checkpoint is complete
+    atomic_write_text(_meta_path(path), json.dumps(meta, indent=2, default=str) + "\n")
+    with atomic_path(path) as tmp:  # 0644: safetensors creates 0600, artifacts must be readable
+        save_file(state, str(tmp), metadata={"arch": str(meta["arch"])})
     return path
 
 

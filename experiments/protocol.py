@@ -81,14 +81,32 @@ class Protocol:
         d = {k: v for k, v in self.to_dict().items() if k not in _HASH_EXCLUDE}
         if self.evaluation.mode == "seeds":  # seed i is the same cell whatever the seed count
             d["evaluation"].pop("repeats")
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _digest(d)
+
+    @property
+    def pretrain_hash(self) -> str:
+        """Hash of what decides a source checkpoint, and nothing else.
+
+        A source's pretraining depends only on the source and these settings (architecture,
+        input size, channels, seed, the split fractions that carve its validation/test rows,
+        and the pretrain stage), never on targets, evaluation mode or fine-tuning, so every
+        protocol and ``verify`` that agree on them reuse one checkpoint.
+        """
+        d = self.to_dict()
+        return _digest({k: d[k] for k in ("arch", "side", "channels", "seed")}
+                       | {"split": d["evaluation"]["split"], "pretrain": d["pretrain"]})
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def replace(self, **kw: Any) -> Protocol:
         return dataclasses.replace(self, **kw)
+
+
+def _digest(d: dict) -> str:
+    """sha256 (first 16 hex) of canonical JSON."""
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def protocols_dir() -> Path:
@@ -143,6 +161,29 @@ def _defaults() -> dict:
     return json.loads(json.dumps(dataclasses.asdict(Protocol(name="defaults"))))
 
 
+def _check_types(base: dict, defaults: dict, origin: str, prefix: str = "") -> None:
+    """Each value must have its default's type (ints may stand for floats), so that
+    ``--set pretrain.epochs=abc`` fails here in one line, not an hour into a run."""
+    for key, default in defaults.items():
+        value, name = base.get(key), f"{prefix}{key}"
+        if isinstance(default, dict):
+            _check_types(value, default, origin, f"{name}.")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ProtocolError(f"{origin}: '{name}' must be true or false, not {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ProtocolError(f"{origin}: '{name}' must be a whole number, not {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                    or value in (float("inf"), float("-inf")):
+                raise ProtocolError(f"{origin}: '{name}' must be a finite number, not {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ProtocolError(f"{origin}: '{name}' must be a string, not {value!r}")
+        elif isinstance(default, list) and not isinstance(value, (list, tuple)):
+            raise ProtocolError(f"{origin}: '{name}' must be a list, not {value!r}")
+
+
 def _build(data: dict, origin: str) -> Protocol:
     base = _defaults()
     for key, value in data.items():
@@ -157,6 +198,7 @@ def _build(data: dict, origin: str) -> Protocol:
             base[key].update(value)
         else:
             base[key] = value
+    _check_types(base, _defaults(), origin)
     try:
         ev = base["evaluation"]
         ev["split"] = tuple(float(x) for x in ev["split"])

@@ -5,22 +5,61 @@ No URL = a folder store (one JSON file per cell, written to a temp name then
 ``sqlite:///path`` URL = one SQLite file in WAL mode (optuna's "the URL is the
 shared backend" convention); a cell is a primary-key row, inserted or ignored.
 Both compact to ``results.parquet`` + ``results.csv`` for people and pandas.
+
+Claims: before a worker computes a cell it ``claim``s the key (a lease with an expiry,
+renewed by nobody: a cell takes seconds to minutes, the lease 30 minutes by default), so
+N workers or processes on one store compute each cell once. A claim whose owner process
+is gone (same host, pid not alive) or whose lease ran out can be taken over, so a killed
+worker's cells come back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import sqlite3
+import time
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import pandas as pd
 
-from imagesets import UserError
+from imagesets import UserError, atomic_path, file_lock, unique_tmp
 
-__all__ = ["StoreError", "ResultStore", "FolderStore", "SQLiteStore", "open_store", "cell_key"]
+__all__ = ["StoreError", "ResultStore", "FolderStore", "SQLiteStore", "open_store", "cell_key", "worker_id",
+           "DEFAULT_LEASE_S"]
+
+DEFAULT_LEASE_S = 1800.0
+_WORKER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def worker_id() -> str:
+    """``host:pid:random`` of this process: the owner written into claims."""
+    if int(_WORKER.split(":")[-2]) != os.getpid():  # forked child: a new identity
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return _WORKER
+
+
+def _claim_is_live(claim: dict | None, now: float) -> bool:
+    """A claim holds while its lease runs and (on this host) its owner process lives."""
+    if not claim:
+        return False
+    if float(claim.get("expires", 0)) < now:
+        return False
+    host, _, rest = str(claim.get("owner", "")).partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
 
 
 class StoreError(UserError):
@@ -52,7 +91,16 @@ class ResultStore(ABC):
         """Store ``record`` (must have ``key``); False if the key was already there."""
 
     @abstractmethod
-    def keys(self) -> set[str]: ...
+    def keys(self) -> set[str]:
+        """Keys of readable, complete records (a corrupt cell is not done)."""
+
+    @abstractmethod
+    def claim(self, key: str, owner: str | None = None, lease_s: float = DEFAULT_LEASE_S) -> bool:
+        """Take the lease on ``key``: False if it is stored already or a live claim holds it."""
+
+    @abstractmethod
+    def release(self, key: str, owner: str | None = None) -> None:
+        """Drop ``owner``'s claim on ``key`` (after storing it, or after a failure)."""
 
     @abstractmethod
     def records(self) -> list[dict]: ...
@@ -77,12 +125,10 @@ class ResultStore(ABC):
             if df[col].map(lambda v: isinstance(v, (list, dict))).any():
                 df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
         out = folder / "results.parquet"
-        tmp = folder / f".results.{os.getpid()}.parquet.tmp"
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-        tmp_csv = folder / f".results.{os.getpid()}.csv.tmp"
-        df.drop(columns=[c for c in ("history",) if c in df.columns]).to_csv(tmp_csv, index=False)
-        os.replace(tmp_csv, folder / "results.csv")
+        with atomic_path(out) as tmp:
+            df.to_parquet(tmp, index=False)
+        with atomic_path(folder / "results.csv") as tmp:
+            df.drop(columns=[c for c in ("history",) if c in df.columns]).to_csv(tmp, index=False)
         return out
 
 
@@ -100,9 +146,13 @@ class FolderStore(ResultStore):
 
     def put(self, record: dict) -> bool:
         path = self.cells / f"{record['key']}.json"
-        if path.exists():
+        if path.exists() and self._read(path) is not None:
             return False
-        tmp = self.cells / f".{record['key']}.{os.getpid()}.tmp"
+        if path.exists():  # a corrupt file (foreign junk, disk fault): replace it
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(record, default=str))
+            return True
+        tmp = unique_tmp(path)
         with open(tmp, "w") as fh:
             json.dump(record, fh, default=str)
             fh.flush()
@@ -119,21 +169,52 @@ class FolderStore(ResultStore):
                 tmp.unlink()
         return True
 
+    @staticmethod
+    def _read(p: Path) -> dict | None:
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):  # never produced by put()
+            return None
+        return rec if isinstance(rec, dict) and rec.get("key") == p.stem else None
+
     def keys(self) -> set[str]:
-        return {p.stem for p in self.cells.glob("*.json")}
+        return {r["key"] for r in self.records()}
 
     def records(self) -> list[dict]:
-        out = []
-        for p in sorted(self.cells.glob("*.json")):
-            try:
-                out.append(json.loads(p.read_text()))
-            except (OSError, json.JSONDecodeError):  # never produced by put(); skip foreign junk
-                continue
-        return out
+        return [r for p in sorted(self.cells.glob("*.json")) if (r := self._read(p)) is not None]
 
     def get(self, key: str) -> dict | None:
         p = self.cells / f"{key}.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        return self._read(p) if p.exists() else None
+
+    # -- claims: one small JSON per claimed key, read-modify-write under one lock --------
+    def _claim_path(self, key: str) -> Path:
+        return self.root / "claims" / f"{key}.json"
+
+    def claim(self, key: str, owner: str | None = None, lease_s: float = DEFAULT_LEASE_S) -> bool:
+        owner = owner or worker_id()
+        path = self._claim_path(key)
+        with file_lock(self.root / "claims" / ".claims"):
+            if self.get(key) is not None:
+                return False
+            held = None
+            if path.exists():
+                with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError):
+                    held = json.loads(path.read_text())
+            now = time.time()
+            if _claim_is_live(held, now) and held.get("owner") != owner:
+                return False
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps({"key": key, "owner": owner, "claimed": now, "expires": now + lease_s}))
+            return True
+
+    def release(self, key: str, owner: str | None = None) -> None:
+        owner = owner or worker_id()
+        path = self._claim_path(key)
+        with file_lock(self.root / "claims" / ".claims"):
+            with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError):
+                if json.loads(path.read_text()).get("owner") == owner:
+                    path.unlink()
 
 
 class SQLiteStore(ResultStore):
@@ -144,15 +225,49 @@ class SQLiteStore(ResultStore):
         self.url = f"sqlite:///{self.path}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=60)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
             with self._conn() as c:
-                c.execute("PRAGMA journal_mode=WAL")
                 c.execute("CREATE TABLE IF NOT EXISTS cells (key TEXT PRIMARY KEY, kind TEXT, source TEXT,"
                           " target TEXT, repeat INTEGER, record TEXT NOT NULL)")
-        except sqlite3.Error as exc:
+                c.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+                          " expires REAL NOT NULL)")
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
-    def _conn(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+    @contextlib.contextmanager
+    def _conn(self):  # noqa: ANN202
+        """One connection per operation, committed on success and always closed."""
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def claim(self, key: str, owner: str | None = None, lease_s: float = DEFAULT_LEASE_S) -> bool:
+        owner = owner or worker_id()
+        now = time.time()
+        with self._conn() as c:
+            if c.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone():
+                return False
+            row = c.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+            if row and row[0] != owner and _claim_is_live({"owner": row[0], "expires": row[1]}, now):
+                return False
+            c.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, owner, now + lease_s))
+            return True
+
+    def release(self, key: str, owner: str | None = None) -> None:
+        with self._conn() as c:
+            c.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner or worker_id()))
 
     def put(self, record: dict) -> bool:
         with self._conn() as c:
@@ -164,17 +279,24 @@ class SQLiteStore(ResultStore):
             return cur.rowcount == 1
 
     def keys(self) -> set[str]:
-        with self._conn() as c:
-            return {r[0] for r in c.execute("SELECT key FROM cells")}
+        return {r["key"] for r in self.records() if isinstance(r, dict) and "key" in r}
 
     def records(self) -> list[dict]:
         with self._conn() as c:
-            return [json.loads(r[0]) for r in c.execute("SELECT record FROM cells ORDER BY key")]
+            rows = c.execute("SELECT record FROM cells ORDER BY key").fetchall()
+        out = []
+        for (text,) in rows:
+            with contextlib.suppress(json.JSONDecodeError, TypeError):
+                out.append(json.loads(text))
+        return out
 
     def get(self, key: str) -> dict | None:
         with self._conn() as c:
             row = c.execute("SELECT record FROM cells WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        try:
+            return json.loads(row[0]) if row else None
+        except json.JSONDecodeError:
+            return None
 
 
 def open_store(url: str | None, default_root: str | os.PathLike) -> ResultStore:
@@ -182,6 +304,8 @@ def open_store(url: str | None, default_root: str | os.PathLike) -> ResultStore:
     if url is None or url == "":
         return FolderStore(default_root)
     if url.startswith("sqlite:///"):
+        if not url[len("sqlite:///"):]:
+            raise StoreError("sqlite:/// needs a file path, e.g. sqlite:///runs/store.db")
         return SQLiteStore(url[len("sqlite:///"):])
     if "://" in url:
         raise StoreError(f"unsupported store URL '{url}' (use a folder path or sqlite:///path)")

@@ -8,6 +8,7 @@ and ``imagesets._dicom``; layout rules in ``imagesets._scan``.
 """
 
 from imagesets._demo import build_demo_target
+from imagesets._files import atomic_path, atomic_write_bytes, atomic_write_text, file_lock, unique_tmp
 from imagesets._paths import artifacts_dir, default_data_dir
 from imagesets._pixels import MAX_PIXELS, REASONS, decode_file
 from imagesets._read import read_imageset
@@ -23,6 +24,11 @@ __all__ = [
     "SkippedFile",
     "UserError",
     "artifacts_dir",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_lock",
+    "unique_tmp",
     "default_data_dir",
     "build_demo_target",
     "decode_file",
