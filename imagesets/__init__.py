@@ -8,7 +8,13 @@ and ``imagesets._dicom``; layout rules in ``imagesets._scan``.
 """
 
 from imagesets._demo import build_demo_target
-from imagesets._files import atomic_path, atomic_write_bytes, atomic_write_text, file_lock, unique_tmp
+from imagesets._files import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    file_lock,
+    unique_tmp,
+)
 from imagesets._paths import artifacts_dir, default_data_dir
 from imagesets._pixels import MAX_PIXELS, REASONS, decode_file
 from imagesets._read import read_imageset

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from imagesets._pixels import FileFault, stretch_to_uint8
+from imagesets._decode_common import FileFault, stretch_to_uint8
 
 DICOM_MAGIC_OFFSET = 128
 

@@ -29,45 +29,12 @@ from typing import Any
 
 import numpy as np
 
-MAX_PIXELS = 89_478_485  # PIL's own default limit (~9459^2), applied to DICOM frames too
+from imagesets._decode_common import MAX_PIXELS, REASONS, FileFault, stretch_to_uint8
+from imagesets._dicom import has_dicom_preamble, read_dicom
 
-REASONS = (
-    "empty file",
-    "not an image",
-    "truncated or corrupt",
-    "unsupported DICOM compression",
-    "DICOM without pixel data",
-    "decompression bomb",
-    "missing file",
-    "not in a class folder",
-    "no label",
-)
+__all__ = ["MAX_PIXELS", "REASONS", "FileFault", "decode_chunk", "decode_file", "stretch_to_uint8"]
 
 _BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
-
-
-class FileFault(Exception):
-    """A per-file problem: the file is skipped and counted under ``reason``."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Linear map of the array's own finite min..max onto 0..255 (uint8 passes through)."""
-    if arr.dtype == np.uint8:
-        return arr
-    a = np.asarray(arr, dtype=np.float64)
-    finite = np.isfinite(a)
-    if not finite.any():
-        return np.zeros(a.shape, dtype=np.uint8)
-    lo, hi = float(a[finite].min()), float(a[finite].max())
-    if hi <= lo:
-        return np.zeros(a.shape, dtype=np.uint8)
-    a = np.where(finite, a, lo)
-    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
 def _resize(img: Any, side: int) -> Any:
@@ -150,8 +117,6 @@ def decode_file(path: str, side: int, grey: bool = False,
         raise FileFault("truncated or corrupt", str(exc)) from None
     if size == 0:
         raise FileFault("empty file")
-    from imagesets._dicom import has_dicom_preamble, read_dicom
-
     if os.path.splitext(path)[1].lower() in (".dcm", ".dicom") or has_dicom_preamble(path):
         full, info = read_dicom(path, max_pixels)
         from PIL import Image

@@ -4,14 +4,17 @@ Public API (the meta-model and ``recommend`` call these):
 ``extract_meta_features`` / ``register`` / ``list_meta_features`` (named groups of extractors),
 ``embed`` (probe embeddings), ``DatasetProfile`` / ``profile_dataset`` / ``save_profile`` /
 ``load_profile`` / ``profiles_dir``, ``pair_similarities``, ``domain_distance``,
-``build_shipped_profiles`` (attaching to KBs: ``python -m recommender.kb_features``), and the
+``build_shipped_profiles`` (attaching to KBs: ``catscans kb attach``), the
 transferability estimators (``logme``, ``leep``, ``nleep``, ``nce``, ``hscore``,
-``knn_accuracy``, ``estimate_all``, ``score_loaded``).
+``knn_accuracy``, ``estimate_all``, ``score_loaded``), and loading a source checkpoint for
+them (``load_source``, ``channel_policy``, ``CheckpointFeatureError``).
 """
 
+from meta_features._checkpoint_features import CheckpointFeatureError, channel_policy, load_source
 from meta_features._common import PROFILE_MAX_IMAGES, PROFILE_SIDE, MetaFeatureError
+from meta_features._extract import extract_meta_features, list_meta_features
 from meta_features._probe import ProbeError, embed, load_probe, probe_digest, probe_info
-from meta_features._registry import extract_meta_features, list_meta_features, register
+from meta_features._registry import register
 from meta_features.dataset_features import modality_code
 from meta_features.profiles import (
     DatasetProfile,
@@ -60,4 +63,5 @@ __all__ = [
     "fit_scaler", "frechet_distance", "list_meta_features", "list_profiles", "load_probe",
     "load_profile", "load_scaler", "load_shipped_profiles", "mmd_rbf", "modality_code", "ot_distance",
     "pair_similarities", "probe_info", "profile_dataset", "profiles_dir", "register", "save_profile",
+    "CheckpointFeatureError", "channel_policy", "load_source",
 ]

@@ -3,7 +3,7 @@
 Reads every ../shared/data/*.npz at PROFILE_SIDE px (64 px sets resized to 28 like MedMNIST)
 and writes ``artifacts/profiles/<stem>.npz/.json`` plus ``scaler.json`` (fit on
 ``REFERENCE_STEMS`` only). Attaching profiles to knowledge bases lives in
-``recommender.kb_features`` (``python -m recommender.kb_features`` runs both).
+``recommender.kb.attach`` (``catscans kb attach`` runs both).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def build_shipped_profiles(stems: list[str] | None = None, out: Path | None = No
     """Profile every shared set and fit/save the scaler (on the reference sets only).
 
     Attaching the profiles to knowledge bases is the recommender's job:
-    ``python -m recommender.kb_features`` runs this, then attaches."""
+    ``catscans kb attach`` runs this, then attaches."""
     out = out or profiles_dir()
     profiles: dict[str, DatasetProfile] = {}
     for stem in stems or shared_stems():

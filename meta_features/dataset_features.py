@@ -14,7 +14,7 @@ import re
 import numpy as np
 from sklearn.metrics import pairwise_distances, silhouette_score
 
-from meta_features._common import Prepared
+from meta_features._prepare import Prepared
 from meta_features._registry import register
 
 # Ordinal modality vocabulary shared with ``similarity.domain_distance`` and the KB cards.

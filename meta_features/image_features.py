@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage, stats
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 
-from meta_features._common import Prepared
+from meta_features._prepare import Prepared
 from meta_features._registry import register
 
 TEXTURE_MAX_IMAGES = 400  # GLCM/LBP are per-image loops; a seeded-order prefix is plenty

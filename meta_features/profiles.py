@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from imagesets import ImageSet
-from meta_features._common import PROFILE_MAX_IMAGES, MetaFeatureError, prepare
-from meta_features._registry import extract_meta_features
+from meta_features._common import PROFILE_MAX_IMAGES, MetaFeatureError
+from meta_features._extract import extract_meta_features
+from meta_features._prepare import prepare
 
 SHIPPED_EMBEDDINGS = 500
 
@@ -139,5 +140,5 @@ def load_scaler(path: Path | None = None) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise MetaFeatureError(
-            f"meta-feature scaler missing or unreadable: {path} (run python -m recommender.kb_features)"
+            f"meta-feature scaler missing or unreadable: {path} (run catscans kb attach)"
         ) from exc

@@ -52,7 +52,7 @@ class Recommendation:
 
 def choose_kb(kb: str | None) -> tuple[str, str]:
     """The KB to use and why: the given one, else the one whose validated model ranks best (mean τw)."""
-    from recommender.meta_model import load_recommender
+    from recommender.model import load_recommender
 
     if kb:
         return kb, "chosen with --kb"
@@ -144,7 +144,7 @@ def _pair_features(kb: KnowledgeBase, profile, imageset: ImageSet, tcard: dict, 
             rows.append({"source": source, "feature": "domain_distance",
                          "value": float(domain_distance(card, tcard))})
     if use_transferability:
-        from recommender.kb_features import score_target
+        from recommender.kb import score_target
 
         tx = score_target(kb, imageset)
         rows.extend(tx[["source", "feature", "value"]].to_dict("records"))
@@ -172,8 +172,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
               progress: bool = False) -> Recommendation:
     """Rank the sources of a KB for the images at ``target``."""
     from meta_features import profile_dataset
-    from recommender.meta_dataset import rows_for_new_target
-    from recommender.meta_model import load_recommender
+    from recommender.model import load_recommender, rows_for_new_target
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

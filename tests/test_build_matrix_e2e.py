@@ -25,8 +25,7 @@ from experiments.matrix import plan_matrix
 from experiments.protocol import load_protocol
 from experiments.store import FolderStore, SQLiteStore
 from imagesets import read_imageset
-from meta_features import score_loaded
-from meta_features._checkpoint_features import channel_policy, load_source
+from meta_features import channel_policy, load_source, score_loaded
 from recommender.cli import app
 
 REPO = Path(__file__).resolve().parents[1]

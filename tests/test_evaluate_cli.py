@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 
 from experiments.knowledge_base import load_kb, save_kb
 from recommender.cli import app
-from recommender.correlation import correlate, correlation_report
-from recommender.meta_dataset import rows_for_new_target
-from recommender.meta_model import load_recommender
+from recommender.evaluation import correlate, correlation_report
+from recommender.model import load_recommender, rows_for_new_target
 
 runner = CliRunner()
 
@@ -77,7 +76,7 @@ def test_fast_rerun_reuses_studies_and_ranks_a_scores_file(synth_artifacts):
 
 
 def test_saved_recommender_ranks_a_new_target(synth_artifacts):
-    from recommender.meta_dataset import build_meta_dataset
+    from recommender.model import build_meta_dataset
 
     kb = load_kb("synthetic")
     md = build_meta_dataset(kb)

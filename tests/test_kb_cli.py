@@ -1,4 +1,4 @@
-"""`catscans kb list / show / import` through the real typer app (CliRunner)."""
+"""`catscans kb list / show / import / attach` through the real typer app (CliRunner)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,25 @@ def test_kb_import_cli_writes_out(tmp_path: Path) -> None:
     summary = json.loads(res.stdout)
     assert summary["n_cells"] == 24 and (tmp_path / "c" / "records.csv").exists()
     assert "-0.11" in summary["checks"]["task2vec_vs_gain"]
+
+
+def test_kb_help_lists_every_command() -> None:
+    res = runner.invoke(app, ["kb", "--help"])
+    assert res.exit_code == 0, res.output
+    for cmd in ("list", "show", "import", "score", "attach"):
+        assert f" {cmd} " in res.stdout
+
+
+def test_kb_attach_only_on_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from imagesets import artifacts_dir
+
+    _needs_shipped("cats-scans2021")
+    for part in ("profiles", "probe", "kb/cats-scans2021"):
+        shutil.copytree(artifacts_dir() / part, tmp_path / part)
+    monkeypatch.setenv("CATSCANS_ARTIFACTS", str(tmp_path))
+    res = runner.invoke(app, ["kb", "attach", "--attach-only", "--kb", "cats-scans2021", "-f", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == [{"kb": "cats-scans2021", "n_datasets": 9, "n_with_image_features": 3,
+                                       "n_similarity_rows": 60}]

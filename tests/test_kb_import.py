@@ -12,7 +12,7 @@ from conftest import shared_path
 from scipy.stats import pearsonr, weightedtau
 
 from experiments.knowledge_base import kb_root, load_kb
-from recommender.knowledge_bases import KBImportError, import_kb, read_study_csv
+from recommender.kb import KBImportError, import_kb, read_study_csv
 
 
 # -- quirks on tiny made-up files (no shared data needed) ---------------------------------

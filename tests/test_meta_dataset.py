@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from experiments.knowledge_base import KnowledgeBase
-from recommender.meta_dataset import (
+from recommender.model import (
     build_meta_dataset,
     fold_rows,
     held_out_with_twins,

@@ -13,7 +13,7 @@ from conftest import shared_path
 
 import meta_features as mf
 from imagesets import Card, ImageSet
-from meta_features import _registry
+from meta_features import _extract, _registry
 
 
 def make_set(n: int = 60, channels: int = 1, labelled: bool = True, seed: int = 0, side: int = 28,
@@ -39,7 +39,7 @@ def make_set(n: int = 60, channels: int = 1, labelled: bool = True, seed: int = 
 @pytest.fixture(autouse=True)
 def _tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CATSCANS_CACHE", str(tmp_path / "cache"))
-    _registry.clear_memory_cache()
+    _extract.clear_memory_cache()
 
 
 def test_names_match_registry_and_are_prefixed():
@@ -67,8 +67,8 @@ def test_invariant_to_image_order():
 
 
 def test_subsample_is_order_free_too(monkeypatch):
-    monkeypatch.setattr("meta_features._common.PROFILE_MAX_IMAGES", 40)
-    from meta_features._common import prepare
+    monkeypatch.setattr("meta_features._prepare.PROFILE_MAX_IMAGES", 40)
+    from meta_features._prepare import prepare
 
     s = make_set(n=90)
     perm = np.random.default_rng(2).permutation(len(s))
@@ -106,7 +106,7 @@ def test_disk_cache_roundtrip(tmp_path):
     a = mf.extract_meta_features(s, groups=["stats", "dataset"])
     files = list((tmp_path / "cache" / "meta_features").glob("*.json"))
     assert len(files) == 1
-    _registry.clear_memory_cache()
+    _extract.clear_memory_cache()
     b = mf.extract_meta_features(s, groups=["stats", "dataset"])
     pd.testing.assert_series_equal(a, b, check_exact=False, rtol=1e-12)
 

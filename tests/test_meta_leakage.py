@@ -7,11 +7,9 @@ import numpy as np
 import pandas as pd
 from test_meta_dataset import EXTRA_SOURCES, TARGETS, make_synthetic_kb
 
-from recommender import meta_model as mm
-from recommender import tuning
-from recommender.baselines import baseline_scores
-from recommender.loto import fold_predictions
-from recommender.meta_dataset import build_meta_dataset, fold_rows
+from recommender.evaluation import fold_predictions, tuning
+from recommender.model import baseline_scores, build_meta_dataset, fold_rows
+from recommender.model import meta_model as mm
 
 HELD = "t_c"
 

@@ -11,15 +11,15 @@ import pytest
 from conftest import shared_path
 from scipy.stats import weightedtau
 
-from recommender.baselines import static_scores
-from recommender.loto import load_score_table
-from recommender.ranking_metrics import (
+from recommender.evaluation import (
     bootstrap_ci,
     evaluate_scores,
+    load_score_table,
     random_expected_metrics,
     rank_metrics,
     summarise,
 )
+from recommender.model import static_scores
 
 TRUTH = np.array([0.91, 0.95, 0.80, 0.88, 0.93])
 

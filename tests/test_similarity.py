@@ -11,7 +11,7 @@ from test_meta_features_extract import make_set
 
 import meta_features as mf
 from experiments.knowledge_base import KnowledgeBase, load_kb, save_kb
-from meta_features import _registry
+from meta_features import _extract
 
 DIST_KEYS = ["dist_euclid_meta", "dist_frechet", "dist_mmd", "dist_otdd", "dist_ot"]
 
@@ -19,7 +19,7 @@ DIST_KEYS = ["dist_euclid_meta", "dist_frechet", "dist_mmd", "dist_otdd", "dist_
 @pytest.fixture(autouse=True)
 def _tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CATSCANS_CACHE", str(tmp_path / "cache"))
-    _registry.clear_memory_cache()
+    _extract.clear_memory_cache()
 
 
 def fake_profile(name: str, seed: int, shift: float = 0.0, n: int = 200, labelled: bool = True,
@@ -120,7 +120,7 @@ def test_domain_distance():
 
 def test_attach_to_kb_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("CATSCANS_ARTIFACTS", str(tmp_path))
-    from recommender.kb_features import attach_to_kb
+    from recommender.kb import attach_to_kb
 
     cols = ["name", "role", "domain", "modality", "n_images", "n_classes", "channels", "image_set"]
     datasets = pd.DataFrame([

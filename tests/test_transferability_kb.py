@@ -12,7 +12,7 @@ from experiments.knowledge_base import PAIR_COLUMNS
 from imagesets import Card, ImageSet, UserError
 from meta_features._checkpoint_features import conform_images, normalise, sample_rows
 from meta_features.transferability import ESTIMATORS, TransferabilityError
-from recommender.kb_features import score_kb, score_target
+from recommender.kb import score_kb, score_target
 
 models = pytest.importorskip("experiments.models")
 

@@ -102,11 +102,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate the meta-model and every baseline leave-one-target-out; correlate features with transfer."""
         from experiments.knowledge_base import load_kb
-        from recommender import loto, tuning
-        from recommender.correlation import correlation_report
-        from recommender.meta_dataset import build_meta_dataset
-        from recommender.meta_model import models_dir
-        from recommender.ranking_metrics import summarise
+        from recommender.evaluation import correlation_report, loto, summarise, tuning
+        from recommender.model import build_meta_dataset, models_dir
 
         kbase = load_kb(kb)
         md = build_meta_dataset(kbase)
@@ -179,7 +176,7 @@ def register(app: typer.Typer) -> None:
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
                   "fold_choices": result.choices}
         if out_dir is not None:
-            from recommender.report import write_outputs
+            from recommender.evaluation import write_outputs
 
             files = write_outputs(out_dir, kbase, md, payload, tables, per_target, corr, sentences)
             err.print(f"wrote {len(files)} files to {out_dir} (report.html is self-contained)")

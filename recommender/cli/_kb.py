@@ -1,11 +1,14 @@
-"""`catscans kb list | show NAME | import STUDY DIR`: the knowledge bases the recommender learns from.
+"""`catscans kb list | show NAME | import STUDY DIR | score NAME | attach`: the knowledge bases
+the recommender learns from.
 
-Thin layer: parsing and rendering only; the work is in ``recommender.knowledge_bases``.
+Thin layer: parsing and rendering only; the work is in ``recommender.kb``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from rich.table import Table
 
 from experiments.knowledge_base import KnowledgeBaseError, load_kb
 from recommender.cli._common import Format, FormatOpt, df_table, emit, err, handle_errors, out
-from recommender.knowledge_bases import (
+from recommender.kb import (
     IMPORTERS,
     import_kb,
     kb_summary,
@@ -27,7 +30,7 @@ from recommender.knowledge_bases import (
     show_table,
 )
 
-kb_app = typer.Typer(help="Knowledge bases: list, show, import.", no_args_is_help=True)
+kb_app = typer.Typer(help="Knowledge bases: list, show, import, score, attach.", no_args_is_help=True)
 
 
 @kb_app.command("list")
@@ -170,13 +173,35 @@ def kb_score(
     fmt=FormatOpt,  # noqa: ANN001
 ) -> None:
     """Compute transferability estimates (LogME, LEEP, N-LEEP, NCE, H-score, k-NN) into the KB."""
-    from recommender.knowledge_bases import score_transferability
+    from recommender.kb import score_transferability  # lazy: meta_features loads torch
 
     rows = score_transferability(name, data_dir, progress=fmt == Format.table)
     wide = rows.pivot_table(index=["target", "source"], columns="feature", values="value").reset_index()
     emit(fmt, rows.to_dict(orient="records"), tables={"transferability": wide},
          render_table=lambda: out.print(df_table(wide, title=f"{name}: transferability estimates "
                                                  f"(target training rows, ≤1,000 images per target)")))
+
+
+@kb_app.command("attach")
+@handle_errors
+def kb_attach(
+    kb: list[str] = typer.Option(None, "--kb", help="KB to attach to (repeatable; default: every KB)."),
+    stems: list[str] = typer.Option(None, "--stem", help="Shared npz stem to profile (repeatable; default: all)."),
+    attach_only: bool = typer.Option(False, "--attach-only", help="Reuse the shipped profiles; only attach."),
+    fmt=FormatOpt,  # noqa: ANN001
+) -> None:
+    """Rebuild the shipped profiles from ../shared/data, then attach them to the KBs."""
+    from recommender.kb import attach_all  # lazy: meta_features loads torch
+
+    with contextlib.redirect_stdout(sys.stderr):  # per-set progress lines; stdout is the result
+        rows = attach_all(kb or None, stems or None, rebuild=not attach_only)
+    emit(fmt, rows, tables={"attached": pd.DataFrame(rows)}, render_table=lambda: _render_attach(rows))
+
+
+def _render_attach(rows: list[dict]) -> None:
+    for r in rows:
+        out.print(f"KB {r['kb']}: {r['n_datasets']} datasets ({r['n_with_image_features']} with image "
+                  f"features), {r['n_similarity_rows']} similarity rows", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,82 +1,16 @@
-"""The published knowledge bases: import them from the released files, summarise, plot.
-
-Each importer transcribes one study's files (see ``../shared/data/kb/README.md``) into the
-project's KB format (``experiments.knowledge_base``), so the recommender never reads the
-studies' own layouts. Keeping the importer as code, not only the output, means the
-transcription can be redone and checked: ``catscans kb import NAME DIR``.
-"""
+"""What ``catscans kb list`` and ``kb show`` print: a KB's sizes, its cells as a table, a heatmap."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from experiments.knowledge_base import (
-    KnowledgeBase,
-    KnowledgeBaseError,
-    kb_root,
-    list_kbs,
-    load_kb,
-    save_kb,
-)
-from recommender._kb_import_common import KBImportError, read_study_csv
+from experiments.knowledge_base import KnowledgeBase, KnowledgeBaseError, kb_root, list_kbs, load_kb
+from recommender.kb._import_common import KBImportError
 
-__all__ = [
-    "IMPORTERS", "KBImportError", "import_kb", "kb_summary", "list_summaries", "plot_matrix",
-    "read_study_csv", "show_table",
-]
-
-
-def _juodelyte(src: str | Path) -> KnowledgeBase:
-    from recommender._kb_import_juodelyte import import_juodelyte2024
-
-    return import_juodelyte2024(src)
-
-
-def _cats(src: str | Path) -> KnowledgeBase:
-    from recommender._kb_import_cats import import_cats_scans2021
-
-    return import_cats_scans2021(src)
-
-
-IMPORTERS: dict[str, Callable[[str | Path], KnowledgeBase]] = {
-    "cats-scans2021": _cats,
-    "juodelyte2024": _juodelyte,
-}
-
-
-def import_kb(study: str, src: str | Path, out: str | Path | None = None) -> KnowledgeBase:
-    """Import a published study folder and write it as ``out`` (default ``artifacts/kb/<study>``)."""
-    if study not in IMPORTERS:
-        raise KBImportError(f"unknown study '{study}' (known: {', '.join(IMPORTERS)})")
-    src = Path(src)
-    if not src.is_dir():
-        raise KBImportError(f"no such folder {src}")
-    kb = IMPORTERS[study](src)
-    dest = Path(out) if out is not None else kb_root() / kb.name
-    _keep_computed(kb, dest)
-    save_kb(kb, dest)
-    return kb
-
-
-def _keep_computed(kb: KnowledgeBase, dest: Path) -> None:
-    """Re-importing must not drop what was computed onto the KB later (meta-features, pair
-    features other than the study's own), since those come from other commands."""
-    if not (dest / "manifest.json").exists():
-        return
-    try:
-        old = load_kb(dest)
-    except (KnowledgeBaseError, ValueError, KeyError):
-        return
-    if len(old.meta_features) and not len(kb.meta_features):
-        kb.meta_features = old.meta_features
-    study_features = set(kb.pair_features["feature"])
-    extra = old.pair_features[~old.pair_features["feature"].isin(study_features)]
-    if len(extra):
-        kb.pair_features = pd.concat([kb.pair_features, extra], ignore_index=True)
+__all__ = ["kb_summary", "list_summaries", "plot_matrix", "show_table"]
 
 
 def kb_summary(kb: KnowledgeBase) -> dict:
@@ -168,25 +102,3 @@ def plot_matrix(kb: KnowledgeBase, path: str | Path, metric: str | None = None) 
     finally:
         plt.close(fig)
     return out
-
-
-def score_transferability(name: str, data_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
-    """LogME, LEEP, N-LEEP, NCE, H-score and k-NN for every (checkpoint, target) of a KB.
-
-    When the KB was measured by ``build-matrix`` its manifest names the protocol; the
-    estimators then see exactly the training rows each target was fine-tuned on (the same
-    seeded split), never its validation or test rows.
-    """
-    from experiments.data import fixed_split
-    from recommender.kb_features import score_kb
-
-    kb = load_kb(name)
-    proto = kb.manifest.get("protocol") or {}
-    hook = None
-    if isinstance(proto, dict) and "evaluation" in proto and "seed" in proto:
-        frac, seed = tuple(proto["evaluation"]["split"]), int(proto["seed"])
-
-        def hook(ds):  # noqa: ANN001, ANN202
-            return np.flatnonzero(fixed_split(ds, frac, seed) == "train")
-
-    return score_kb(kb.path, data_dir=data_dir, progress=progress, train_split=hook)

@@ -21,9 +21,9 @@ import optuna
 import pandas as pd
 
 from experiments.knowledge_base import artifacts_dir
-from recommender import meta_model as mm
-from recommender.meta_dataset import MetaDataset, fold_rows, held_out_with_twins
-from recommender.ranking_metrics import rank_metrics
+from recommender.evaluation.ranking_metrics import rank_metrics
+from recommender.model import MetaDataset, fold_rows, held_out_with_twins
+from recommender.model import meta_model as mm
 
 N_TRIALS = 30
 OBJECTIVE = "tau_w"

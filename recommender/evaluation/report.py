@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from experiments.knowledge_base import KnowledgeBase  # noqa: E402
-from recommender.correlation import gain_table  # noqa: E402
-from recommender.meta_dataset import MetaDataset  # noqa: E402
+from recommender.evaluation.correlation import gain_table  # noqa: E402
+from recommender.model import MetaDataset  # noqa: E402
 
 BAR_METHODS = ("meta", "static", "always_imagenet", "largest_source")
 

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
 from experiments.knowledge_base import KnowledgeBase
-from recommender.meta_dataset import MetaDataset, build_meta_dataset
+from recommender.model import MetaDataset, build_meta_dataset
 
 GAIN_METRIC = "transfer_score"
 COLUMNS = ["feature", "kind", "outcome", "n", "pearson_r", "pearson_p", "pearson_lo", "pearson_hi",

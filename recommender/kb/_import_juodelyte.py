@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.knowledge_base import KnowledgeBase
-from recommender._kb_import_common import (
+from recommender.kb._import_common import (
     KBImportError,
     cards_frame,
     check_count,

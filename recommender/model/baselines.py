@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recommender.meta_dataset import MetaDataset, column_z, held_out_with_twins
+from recommender.model.meta_dataset import MetaDataset, column_z, held_out_with_twins
 
 KIND_PREFIX = {"similarity": "most_similar", "expert": "expert", "transferability": "estimate"}
 
@@ -33,12 +33,6 @@ def static_scores(matrix: pd.DataFrame, target: str, strict: bool = False,
     cand = matrix[target].dropna().index
     cand = [s for s in cand if s not in drop]
     return prior.reindex(cand).rename("static_strict" if strict else "static")
-
-
-def static_prior_all(matrix: pd.DataFrame, exclude: set[str] | None = None) -> pd.Series:
-    """The static prior over every KB target (what a new target, not in the KB, gets)."""
-    m = matrix.drop(columns=[c for c in (exclude or ()) if c in matrix.columns])
-    return column_z(m).mean(axis=1, skipna=True)
 
 
 def static_z_quantiles(matrix: pd.DataFrame, q: tuple[float, float] = (0.1, 0.9)) -> pd.DataFrame:

@@ -18,11 +18,6 @@ from scipy.stats import kendalltau, spearmanr, weightedtau
 from sklearn.metrics import ndcg_score
 
 METRICS = ["tau_w", "kendall", "spearman", "top1", "top3", "regret", "ndcg3"]
-METRIC_LABELS = {
-    "tau_w": "τw", "kendall": "Kendall τ", "spearman": "Spearman ρ", "top1": "top-1",
-    "top3": "top-3 hit", "regret": "regret", "ndcg3": "NDCG@3",
-}
-HIGHER_IS_BETTER = {m: m != "regret" for m in METRICS}
 RANDOM_MC_DRAWS = 2000
 
 
@@ -38,11 +33,6 @@ def _clean(score: pd.Series | np.ndarray, truth: pd.Series | np.ndarray) -> tupl
         low = np.nanmin(s) if np.isfinite(s).any() else 0.0
         s = np.where(np.isnan(s), low - 1.0, s)
     return s, g
-
-
-def top_index(score: np.ndarray) -> int:
-    """The top-ranked candidate; ties go to the first one (stable, deterministic)."""
-    return int(np.argmax(score))
 
 
 def rank_metrics(score: pd.Series | np.ndarray, truth: pd.Series | np.ndarray) -> dict[str, float]:

@@ -1,9 +1,10 @@
-"""Knowledge-base features: attach dataset profiles, similarities and transferability to KBs.
+"""Attach to KBs what meta_features computes: dataset profiles, similarities, transferability.
 
 The meta_features package computes things about datasets and checkpoints; deciding which KB
 dataset a profile stands for, and writing rows into a KB's tables, is the recommender's
-business (knowledge bases live here). ``python -m recommender.kb_features`` rebuilds the
-shipped profiles from ../shared/data and attaches them to every KB.
+business (knowledge bases live here). ``catscans kb attach`` rebuilds the shipped profiles
+from ../shared/data and attaches them to every KB (:func:`attach_all`); ``catscans kb score``
+scores a KB's source checkpoints on its targets (:func:`score_transferability`).
 
 Stand-ins: when ``image_set`` differs from the dataset's name (ham10000_derm for dermamnist,
 pbc_blood for bloodmnist, dtd_10class for textures...), the shared file is a stratified
@@ -13,7 +14,6 @@ classes and channels come from the KB card, which describes the real dataset.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -27,12 +27,15 @@ from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, list_kbs, lo
 from imagesets import ImageSet, default_data_dir
 from meta_features import (
     PROFILE_SIDE,
+    CheckpointFeatureError,
     DatasetProfile,
     build_shipped_profiles,
+    channel_policy,
     domain_distance,
     list_meta_features,
     load_scaler,
     load_shipped_profiles,
+    load_source,
     modality_code,
     pair_similarities,
     probe_digest,
@@ -130,6 +133,29 @@ def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None
     return meta, pf
 
 
+def attach_all(kbs: list[str] | None = None, stems: list[str] | None = None,
+               rebuild: bool = True) -> list[dict]:
+    """Rebuild the shipped profiles and scaler from ../shared/data (``stems``, default all;
+    skipped when ``rebuild`` is False), then attach them to ``kbs`` (default every KB).
+
+    Attaches from what ships (float16 profiles), as users will. Returns one summary per KB:
+    datasets, datasets with image features, similarity rows.
+    """
+    with np.errstate(all="ignore"):
+        if rebuild:
+            build_shipped_profiles(stems)
+        shipped = load_shipped_profiles()
+        rows = []
+        for name in kbs if kbs is not None else list_kbs():
+            meta, pf = attach_to_kb(name, shipped)
+            rows.append({
+                "kb": name,
+                "n_datasets": len(meta),
+                "n_with_image_features": int(meta.drop(columns="dataset").notna().sum(axis=1).gt(10).sum()),
+                "n_similarity_rows": int((pf["kind"] == "similarity").sum()),
+            })
+    return rows
+
 
 def _read_target(path: Path, side: int, channels: str) -> ImageSet:
     from imagesets import read_imageset
@@ -159,8 +185,6 @@ def score_kb(
     Targets are the KB's ``image_set`` npz files under ``data_dir``, restricted to their
     training rows (``train_split(imageset)`` or :func:`train_rows`), then a seeded stratified
     subsample of at most ``max_images``."""
-    from meta_features._checkpoint_features import channel_policy, load_source
-
     kb = load_kb(kb_name)
     sources = [s for s in kb.sources if kb.checkpoint_path(s) is not None]
     if not sources:
@@ -213,8 +237,6 @@ def score_target(
 ) -> pd.DataFrame:
     """Every estimator for each source checkpoint of ``kb`` (a KnowledgeBase or its name) on a
     user's labelled ImageSet (its train split when it has one). Columns: source, feature, value."""
-    from meta_features._checkpoint_features import CheckpointFeatureError, load_source
-
     kb = kb if isinstance(kb, KnowledgeBase) else load_kb(kb)
     if imageset.labels is None:
         raise CheckpointFeatureError(f"'{imageset.name}' has no labels: transferability needs them")
@@ -235,22 +257,22 @@ def score_target(
     return pd.DataFrame(rows, columns=["source", "feature", "value"])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Build shipped profiles and attach them to KBs.")
-    ap.add_argument("--stems", nargs="*", default=None, help="shared npz stems (default: all)")
-    ap.add_argument("--kb", nargs="*", default=None, help="KBs to attach to (default: all)")
-    ap.add_argument("--attach-only", action="store_true", help="reuse shipped profiles, only attach")
-    a = ap.parse_args()
-    np.seterr(all="ignore")
-    if not a.attach_only:
-        build_shipped_profiles(a.stems)
-    shipped = load_shipped_profiles()  # attach from what ships (float16), as users will
-    for name in a.kb if a.kb is not None else list_kbs():
-        meta, pf = attach_to_kb(name, shipped)
-        n_img = int(meta.drop(columns="dataset").notna().sum(axis=1).gt(10).sum())
-        n_sim = int((pf["kind"] == "similarity").sum())
-        print(f"KB {name}: {len(meta)} datasets ({n_img} with image features), {n_sim} similarity rows")
+def score_transferability(name: str, data_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
+    """LogME, LEEP, N-LEEP, NCE, H-score and k-NN for every (checkpoint, target) of a KB.
 
+    When the KB was measured by ``build-matrix`` its manifest names the protocol; the
+    estimators then see exactly the training rows each target was fine-tuned on (the same
+    seeded split), never its validation or test rows.
+    """
+    from experiments.data import fixed_split
 
-if __name__ == "__main__":
-    main()
+    kb = load_kb(name)
+    proto = kb.manifest.get("protocol") or {}
+    hook = None
+    if isinstance(proto, dict) and "evaluation" in proto and "seed" in proto:
+        frac, seed = tuple(proto["evaluation"]["split"]), int(proto["seed"])
+
+        def hook(ds):  # noqa: ANN001, ANN202
+            return np.flatnonzero(fixed_split(ds, frac, seed) == "train")
+
+    return score_kb(kb.path, data_dir=data_dir, progress=progress, train_split=hook)

@@ -11,7 +11,7 @@ wide: the ranking is the product, the AUC band is a sanity range).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -190,7 +190,6 @@ class Recommender:
     scale: pd.DataFrame
     static_band: pd.DataFrame  # per source: q10, q90 of its column-z over KB targets
     baseline: tuple[str, int] | None = None
-    _meta_dataset: object = field(default=None, repr=False)
 
     @property
     def validated(self) -> dict:

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import pearsonr
 
 from experiments.knowledge_base import KnowledgeBase
-from recommender._kb_import_common import (
+from recommender.kb._import_common import (
     KBImportError,
     cards_frame,
     check_count,

@@ -3,7 +3,7 @@
 For held-out target t (sklearn ``LeaveOneGroupOut`` semantics, groups = targets) the
 model is trained on rows whose target ∉ {t, twins(t)} and whose source ∉ {t, twins(t)};
 fold features, label normalisation and hyper-parameters (an inner LOTO, see
-:mod:`recommender.tuning`) use training targets only. t's candidates are the sources
+:mod:`recommender.evaluation.tuning`) use training targets only. t's candidates are the sources
 measured for it. Three meta-model rows are reported: ``meta`` (kind and feature set
 chosen by the inner loop), and the inner-best ``meta_regressor`` and ``meta_ranker``
 — all of them, so no variant is picked on the outer result.
@@ -21,17 +21,16 @@ import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut
 
 from imagesets import UserError
-from recommender import meta_model as mm
-from recommender import tuning
-from recommender.baselines import baseline_scores
-from recommender.meta_dataset import MetaDataset, fold_rows
-from recommender.ranking_metrics import (
+from recommender.evaluation import tuning
+from recommender.evaluation.ranking_metrics import (
     METRICS,
     evaluate_scores,
     random_expected_metrics,
     rank_metrics,
     summarise,
 )
+from recommender.model import MetaDataset, baseline_scores, fold_rows
+from recommender.model import meta_model as mm
 
 META_METHODS = ("meta", "meta_regressor", "meta_ranker")
 
@@ -211,8 +210,7 @@ def train_final(md: MetaDataset, result: LotoResult, retune: bool = False,
                 n_trials: int = tuning.N_TRIALS, storage: str | None = None,
                 out_root: Path | None = None) -> Path:
     """Tune on LOTO over ALL targets, train on all rows, save to ``artifacts/models/<kb>/``."""
-    from recommender.baselines import baseline_column, static_z_quantiles
-    from recommender.meta_dataset import all_rows
+    from recommender.model import all_rows, baseline_column, static_z_quantiles
 
     study = tuning.get_study(md, None, retune=retune, n_trials=n_trials, storage=storage)
     main, main_s = tuning.best_params(study)
