@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from recommender.cli._common import FormatOpt, df_table, emit, err, handle_errors, out
+from recommender.cli._common import FormatOpt, df_table, emit, err, handle_errors, out, print_table
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -67,6 +67,24 @@ class _Progress:
         self.bar.update(self.task, description=shown)
 
 
+def _stored_cells(plan, store_url: str | None, run_dir: Path) -> set[str]:  # noqa: ANN001
+    """Keys of the plan's cells already done: records in the store, ready source checkpoints.
+
+    Reads only; a store or run folder that does not exist yet means nothing is stored (a dry
+    run must not create it).
+    """
+    from experiments.cells import checkpoint_ready
+    from experiments.store import open_store
+
+    sqlite = (store_url or "").startswith("sqlite:///")
+    where = Path(store_url[len("sqlite:///"):]) if sqlite else Path(store_url or run_dir) / "cells"
+    keys = open_store(store_url, run_dir).keys() if where.exists() else set()
+    ck_dir = Path(run_dir) / "checkpoints"
+    done = {c.key for c in plan.finetune if c.key in keys}
+    done |= {c.key for c in plan.pretrain if checkpoint_ready(ck_dir, c.source, c.protocol_hash)}
+    return done
+
+
 def register(app: typer.Typer) -> None:
     @app.command("build-matrix")
     @handle_errors
@@ -78,15 +96,15 @@ def register(app: typer.Typer) -> None:
         folds: int = typer.Option(None, "--folds", help="Evaluate with N-fold stratified CV."),
         seeds: int = typer.Option(None, "--seeds", help="Evaluate over N seeds (fresh train subsample each)."),
         store: str = typer.Option(None, "--store", help="Results store: folder path or sqlite:///path."),
-        run_dir: Path = typer.Option(None, "--run-dir", help="Checkpoints + default store [runs/<protocol>-<hash>]."),
-        data_dir: Path = typer.Option(None, "--data-dir", help="Where <name>.npz sets live [$CATSCANS_DATA or ../shared/data]."),
+        run_dir: Path = typer.Option(None, "--run-dir", help="Checkpoints + default store (default: runs/<protocol>-<hash>)."),
+        data_dir: Path = typer.Option(None, "--data-dir", help="Where <name>.npz sets live (default: $CATSCANS_DATA, else ../shared/data)."),
         backend: str = typer.Option("local", "--backend", help="local or ray."),
         address: str = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT."),
         workers: int = typer.Option(1, "--workers", help="Local worker processes."),
-        threads: int = typer.Option(None, "--threads", help="Total torch threads, split over workers [min(2, cpus)]."),
+        threads: int = typer.Option(None, "--threads", help="Total torch threads, split over workers (default: min(2, cpus))."),
         export_kb: str = typer.Option(None, "--export-kb", help="Write the result as KB NAME under artifacts/kb."),
         kb_out: Path = typer.Option(None, "--kb-out", help="Folder for --export-kb instead of artifacts/kb/NAME."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid and cell count; run nothing."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid, with cells already stored / pending per kind; run nothing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         fmt=FormatOpt,  # noqa: ANN001
     ) -> None:
@@ -123,12 +141,20 @@ def register(app: typer.Typer) -> None:
                 if name not in (SCRATCH, IMAGENET):
                     resolve_dataset(name, ddir)
 
-            grid = pd.DataFrame([{"kind": c.kind, "source": c.source, "target": c.target, "repeat": c.repeat}
-                                 for c in plan.cells])
-            emit(fmt, {"protocol": proto.name, "hash": proto.hash, "cells": len(grid),
+            stored = _stored_cells(plan, store, rdir)
+            grid = pd.DataFrame([{"kind": c.kind, "source": c.source, "target": c.target, "repeat": c.repeat,
+                                  "stored": c.key in stored} for c in plan.cells])
+            by_kind = {k: {"stored": int(g["stored"].sum()), "pending": int((~g["stored"]).sum())}
+                       for k, g in grid.groupby("kind", sort=False)}
+            per_source = (grid.groupby(["kind", "source"], sort=False)["stored"]
+                          .agg(cells="size", stored="sum").reset_index())
+            per_source["pending"] = per_source["cells"] - per_source["stored"]
+            caption = "; ".join(f"{k}: {v['stored']} stored, {v['pending']} pending" for k, v in by_kind.items())
+            caption += f" (store {store or rdir})"
+            emit(fmt, {"protocol": proto.name, "hash": proto.hash, "cells": len(grid), "by_kind": by_kind,
                        "grid": grid.to_dict("records")}, {"grid": grid},
-                 lambda: out.print(df_table(grid.groupby(["kind", "source"]).size().reset_index(name="cells"),
-                                            title=f"{proto.name} ({proto.hash}): {len(grid)} cells")))
+                 lambda: print_table(df_table(per_source), f"{proto.name} ({proto.hash}): {len(grid)} cells",
+                                     caption))
             return
         engine = make_backend(backend, workers=workers, address=address, threads=threads)
         progress = _Progress(quiet)

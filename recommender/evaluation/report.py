@@ -1,15 +1,14 @@
 """``evaluate-meta --out DIR``: JSON, CSV, PNG figures and one self-contained HTML report.
 
-Figures are plain matplotlib (Agg backend, no display needed); the HTML inlines them
-as base64 so the report is one file a reviewer can open or attach anywhere.
+Figures are plain matplotlib (Agg backend, no display needed), each with a caption; the
+HTML (``report_html``) inlines them as base64 so the report is one file a reviewer can open
+or attach anywhere.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -20,31 +19,55 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from experiments.knowledge_base import KnowledgeBase  # noqa: E402
+from imagesets import atomic_path, atomic_write_text  # noqa: E402
 from recommender.evaluation.correlation import gain_table  # noqa: E402
+from recommender.evaluation.report_html import display_frame, format_p, write_html  # noqa: E402
 from recommender.model import MetaDataset  # noqa: E402
 
 BAR_METHODS = ("meta", "static", "always_imagenet", "largest_source")
 
 
-def matrix_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
-    """Sources × targets AUC heatmap with values printed (grey = not measured)."""
+def _text_colour(rgba: tuple[float, ...]) -> str:
+    """Black on light cells, white on dark ones (WCAG relative luminance of the cell colour)."""
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(float(x)) for x in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 else "white"
+
+
+def matrix_heatmap(matrix: pd.DataFrame, path: Path, title: str, label: str = "AUC") -> Path:
+    """Write :func:`heatmap_figure` as a PNG."""
+    fig = heatmap_figure(matrix, title, label)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def heatmap_figure(matrix: pd.DataFrame, title: str, label: str = "AUC"):  # noqa: ANN201 (Figure)
+    """Sources × targets heatmap: every value printed in a colour readable on its cell, a labelled
+    colour scale, unmeasured cells grey with a dash."""
     m = matrix.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * m.shape[1], 1.0 + 0.42 * m.shape[0]))
-    im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", aspect="auto")
+    fig, ax = plt.subplots(figsize=(1.6 + 0.8 * m.shape[1], 1.4 + 0.42 * m.shape[0]))
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#d9d9d9")
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, aspect="auto")
     ax.set_xticks(range(m.shape[1]), matrix.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(m.shape[0]), matrix.index, fontsize=8)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             if np.isfinite(m[i, j]):
-                ax.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", fontsize=6, color="w")
+                ax.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", fontsize=6.5,
+                        color=_text_colour(cmap(im.norm(m[i, j]))))
+            else:
+                ax.text(j, i, "—", ha="center", va="center", fontsize=7, color="#555555")
     ax.set_xlabel("target")
     ax.set_ylabel("source")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="AUC")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    cbar.set_label(label)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def feature_scatter(kb: KnowledgeBase, md: MetaDataset, corr: pd.DataFrame, path: Path) -> Path | None:
@@ -68,7 +91,7 @@ def feature_scatter(kb: KnowledgeBase, md: MetaDataset, corr: pd.DataFrame, path
             ax.scatter(x[sel], y_all[sel], s=16, label=t)
         c = corr[(corr["feature"] == f) & (corr["outcome"] == outcome)]
         r = c.iloc[0] if len(c) else None
-        sub = (f"r = {r['pearson_r']:+.2f} (p = {r['pearson_p']:.2g}, n = {int(r['n'])})"
+        sub = (f"r = {r['pearson_r']:+.2f} ({format_p(r['pearson_p'], label=True)}, n = {int(r['n'])})"
                if r is not None and np.isfinite(r["pearson_r"]) else "r undefined")
         ax.set_title(f"{f}\n{sub}", fontsize=8)
         ax.set_xlabel(f)
@@ -82,19 +105,27 @@ def feature_scatter(kb: KnowledgeBase, md: MetaDataset, corr: pd.DataFrame, path
     return path
 
 
-def tau_bars(per_target: pd.DataFrame, path: Path, extra: tuple[str, ...] = ()) -> Path:
-    """Per-target τw of the meta-model and the main baselines as grouped bars."""
+def tau_bars(per_target: pd.DataFrame, path: Path, extra: tuple[str, ...] = (),
+             shipped: str | None = None) -> Path:
+    """Per-target τw of the meta-model and the main baselines as grouped bars (the shipped
+    method outlined; an undefined τw draws no bar rather than a zero)."""
     methods = [m for m in (*BAR_METHODS, *extra) if m in set(per_target["method"])]
+    if shipped and shipped in set(per_target["method"]) and shipped not in methods:
+        methods.append(shipped)
     piv = per_target[per_target["method"].isin(methods)].pivot_table(
         index="target", columns="method", values="tau_w", aggfunc="first").reindex(columns=methods)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(piv)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(piv)), 3.8))
     w = 0.8 / max(len(methods), 1)
     x = np.arange(len(piv))
     for k, m in enumerate(methods):
-        ax.bar(x + k * w, piv[m].fillna(0.0).to_numpy(), width=w, label=m)
+        is_shipped = m == shipped
+        ax.bar(x + k * w, piv[m].to_numpy(dtype=float), width=w,
+               label=f"{m} (shipped)" if is_shipped else m,
+               edgecolor="black" if is_shipped else "none", linewidth=1.2 if is_shipped else 0)
     ax.set_xticks(x + w * (len(methods) - 1) / 2, piv.index, rotation=45, ha="right", fontsize=8)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel("weighted Kendall τ (held-out target)")
+    ax.set_ylabel("τw on the held-out target")
+    ax.set_xlabel("held-out target")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -102,56 +133,75 @@ def tau_bars(per_target: pd.DataFrame, path: Path, extra: tuple[str, ...] = ()) 
     return path
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"/>'
-
-
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: "—" if math.isnan(v) else f"{v:.4f}",
-                      border=0, classes="t", na_rep="—")
-
-
-def write_html(path: Path, title: str, sentences: list[str], tables: dict[str, pd.DataFrame],
-               images: list[Path]) -> Path:
-    """One self-contained HTML file: sentences, tables, then the inlined figures."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
-             "table.t{border-collapse:collapse;font-size:12px;margin-bottom:1.5em}"
-             "table.t td,table.t th{border-bottom:1px solid #ddd;padding:2px 6px;text-align:right}"
-             "img{max-width:100%;margin:1em 0}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
-    parts += [f"<p>{html.escape(s)}</p>" for s in sentences]
-    for name, df in tables.items():
-        parts.append(f"<h2>{html.escape(name)}</h2>{_table(df)}")
-    parts.append("<h2>Figures</h2>")
-    parts += [_img(p) for p in images if p is not None]
-    parts.append("</body></html>")
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
-
-
 def write_outputs(out: Path, kb: KnowledgeBase, md: MetaDataset, payload: dict,
                   tables: dict[str, pd.DataFrame], per_target: pd.DataFrame | None,
-                  corr: pd.DataFrame, sentences: list[str]) -> list[Path]:
-    """Write report.json, one CSV per table, the PNG figures and report.html under ``out``."""
+                  corr: pd.DataFrame, sentences: list[str],
+                  display: dict[str, tuple[str, pd.DataFrame]] | None = None) -> list[Path]:
+    """Write report.json, one CSV per table, the PNG figures and report.html under ``out``.
+
+    ``display``: title -> (caption, table) as the terminal prints them (its metric names); the
+    report shows each in full. Without it the raw ``tables`` are shown, renamed the same way.
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.json"]
-    (out / "report.json").write_text(json.dumps(payload, indent=2, default=_json) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(payload, indent=2, default=_json) + "\n")
     for name, df in tables.items():
         p = out / f"{name}.csv"
-        df.to_csv(p, index=False)
+        with atomic_path(p) as tmp:
+            df.to_csv(tmp, index=False)
         written.append(p)
-    images = [matrix_heatmap(md.matrix, out / "matrix.png", f"{kb.name}: {kb.metric} (source → target)")]
+    v = payload.get("validated") or {}
+    shipped = v.get("method") or v.get("row")  # the summary row of what `recommend` ships
+    n_cells = int(np.isfinite(md.matrix.to_numpy(dtype=float)).sum())
+    figures = [(matrix_heatmap(md.matrix, out / "matrix.png", f"{kb.name}: {kb.metric} (source → target)",
+                               label=f"test {kb.metric}"),
+                f"The measured {kb.metric} of fine-tuning each source (rows) on each target (columns) "
+                f"of {kb.name}: {n_cells} cells, each value printed in its cell, colour scale on the right; "
+                "grey with a dash = not measured.")]
     sc = feature_scatter(kb, md, corr, out / "similarity_vs_transfer.png")
     if sc is not None:
-        images.append(sc)
+        outcome = "AUC gain over the KB's baseline source" if gain_table(kb) is not None else "AUC"
+        figures.append((sc, f"Each pair feature (x) against the transfer outcome ({outcome}, y), one point "
+                            "per (source, target) pair, coloured by target; Pearson r, its p and n over pooled "
+                            "pairs in each panel's title (uncorrected for multiple tests)."))
     if per_target is not None and len(per_target):
-        images.append(tau_bars(per_target, out / "tau_w_per_target.png"))
-    written += images
-    written.append(write_html(out / "report.html", f"catscans evaluate-meta: {kb.name}", sentences,
-                              tables, images))
+        figures.append((tau_bars(per_target, out / "tau_w_per_target.png", shipped=shipped),
+                        "τw (weighted Kendall τ between a method's ranking and the measured AUCs) on each "
+                        "held-out target under leave-one-target-out, for the meta-model and the main "
+                        "baselines; higher is better, 0 = no better than chance; the shipped method is "
+                        "outlined; no bar = τw undefined on that target."))
+    written += [p for p, _ in figures]
+    if display:
+        shown = [(title, cap, df) for title, (cap, df) in display.items()]
+    else:
+        shown = [(name.replace("_", " "), "", display_frame(df)) for name, df in tables.items()]
+    kbn = kb.name
+    verdict = next((s for s in sentences if s.startswith(f"On {kbn}")), sentences[0] if sentences else "")
+    notes = [s for s in sentences if s != verdict]
+    now = payload.get("shipped_now")
+    now_text = ("; ".join(f"{html.escape(str(k))}: <code>{html.escape(str(m))}</code>" for k, m in now.items())
+                if isinstance(now, dict) else html.escape(str(now or shipped)))
+    shipped_text = (f"<b>Shipped: <code>{html.escape(str(shipped))}</code></b> — the row of what "
+                    f"<code>catscans recommend --kb {html.escape(kbn)}</code> ranks by (now: {now_text}). "
+                    f"Held out over {v.get('n_targets', '?')} targets: {html.escape(_validated_line(v))}. "
+                    "Its rows are highlighted in the tables below.") if shipped else ""
+    written.append(write_html(out / "report.html", f"catscans evaluate-meta: {kbn}", verdict, shipped,
+                              shipped_text, shown, figures, notes, [p.name for p in written]))
     return written
+
+
+def _validated_line(v: dict) -> str:
+    from recommender.evaluation.ranking_metrics import MIN_CI_TARGETS, format_ci
+
+    mean, n = v.get("mean") or {}, v.get("n_targets")
+    parts = []
+    for key, label, fmt in (("tau_w", "τw", "{:.3f}"), ("regret", "regret (AUC)", "{:.4f}"),
+                            ("top1", "top-1", "{:.3f}")):
+        m = mean.get(key)
+        if isinstance(m, dict):
+            lo, hi = (None, None) if isinstance(n, int) and n < MIN_CI_TARGETS else (m.get("lo"), m.get("hi"))
+            parts.append(f"{label} {format_ci(m.get('mean'), lo, hi, fmt)}")
+    return "; ".join(parts) + " (95% bootstrap CI over targets)" if parts else "no figures recorded"
 
 
 def _json(o: object) -> object:
