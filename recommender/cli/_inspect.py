@@ -15,7 +15,16 @@ import typer
 from rich.table import Table
 
 from imagesets import Card, build_demo_target, read_imageset
-from recommender.cli._common import Format, FormatOpt, df_table, emit, handle_errors, out
+from recommender.cli._common import (
+    Format,
+    FormatOpt,
+    df_table,
+    emit,
+    err,
+    handle_errors,
+    mixed_folder_warnings,
+    out,
+)
 
 
 def card_rows(card: Card) -> pd.DataFrame:
@@ -84,4 +93,6 @@ def register(app: typer.Typer) -> None:
         iset = read_imageset(path, side=side, channels=channels, max_images=max_images,  # type: ignore[arg-type]
                              workers=workers, progress=True)
         card = iset.card
+        for w in mixed_folder_warnings(card.to_dict()):
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
         emit(fmt, card.to_dict(), tables={"card": card_rows(card)}, render_table=lambda: _render(card))
