@@ -14,7 +14,7 @@ app = typer.Typer(
     name="catscans",
     no_args_is_help=True,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     help="Recommend a source dataset / pretrained model for transfer to a new 2D medical-imaging target.",
 )
 
@@ -31,6 +31,9 @@ def main(
                                  help="Show the version and exit."),
 ) -> None:
     """catscans: which source to start from before fine-tuning on a new 2D target."""
+    from recommender.cli._common import configure_output
+
+    configure_output()
 
 
 from recommender.cli import (  # noqa: E402  (commands register themselves on `app`)
