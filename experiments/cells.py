@@ -39,9 +39,9 @@ from experiments.training import (
 )
 
 __all__ = ["Cell", "RunContext", "run_cell", "checkpoint_path", "checkpoint_file", "checkpoint_ready",
-           "SCRATCH", "IMAGENET"]
+           "SCRATCH", "IMAGENET", "encode_predictions", "decode_predictions"]
 
-SCRATCH = "scratch"  # the from-scratch baseline: random init, no pretraining
+from experiments.knowledge_base import SCRATCH  # noqa: E402 (the from-scratch baseline's name)
 IMAGENET = "imagenet"  # torchvision ImageNet weights (torchvision archs, online only)
 
 Event = Callable[[dict], None]
@@ -80,6 +80,7 @@ class RunContext:
     store_url: str | None
     threads: int = 0  # torch intra-op threads in this worker; 0 = leave as is
     checkpoint_dir: str = ""  # where source checkpoints live; "" = <run_dir>/checkpoints
+    predictions: bool = False  # also store per-image test predictions (verify's paired bootstrap)
 
     @property
     def checkpoints(self) -> Path:
@@ -160,7 +161,9 @@ def _source_model(cell: Cell, ctx: RunContext, n_classes: int) -> torch.nn.Modul
         return create_model(p.arch, n_classes, p.channels, pretrained=True, drop=p.finetune.drop)
     ck = checkpoint_file(ctx.checkpoints, cell.source)
     model, meta = load_checkpoint(ck)
-    if meta.get("pretrain_hash") != p.pretrain_hash:
+    # "external": weights not pretrained by any protocol (a hub model or a user's file, written by
+    # recommender.candidates for verify); its cell's source name carries the weights' content hash
+    if meta.get("pretrain_hash") != p.pretrain_hash and not meta.get("external"):
         from experiments.models import ModelError
 
         raise ModelError(f"checkpoint {ck} was pretrained with other settings (pretrain hash "
@@ -184,13 +187,41 @@ def _finetune(cell: Cell, ctx: RunContext, emit: Event) -> dict:
     res = fit(model, (ds.images[sp.train], ds.labels[sp.train]), (ds.images[sp.val], ds.labels[sp.val]),
               p.finetune, cell.seed, on_epoch=lambda e, n, v: emit({"epoch": e, "epochs": n, "val_auc": v}))
     dev = pick_device()
-    test_auc = roc_auc(ds.labels[sp.test], predict_proba(model, to_uint8_tensor(ds.images[sp.test], dev), dev))
-    return {"value": test_auc, "val_auc": res.best_val_auc, "best_epoch": res.best_epoch,
+    proba = predict_proba(model, to_uint8_tensor(ds.images[sp.test], dev), dev)
+    test_auc = roc_auc(ds.labels[sp.test], proba)
+    extra = {"test_predictions": encode_predictions(proba, ds.labels[sp.test], sp.test)} if ctx.predictions else {}
+    return {**extra, "value": test_auc, "val_auc": res.best_val_auc, "best_epoch": res.best_epoch,
             "epochs": res.epochs_run, "n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test),
             "train_s": res.wall_s, "fold": cell.repeat if p.evaluation.mode == "folds" else -1,
             "seed_index": cell.repeat if p.evaluation.mode == "seeds" else -1,
             "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
                         for h in res.history]}
+
+
+def encode_predictions(proba: np.ndarray, labels: np.ndarray, index: np.ndarray) -> dict:
+    """Test predictions in a few bytes per image: probabilities as uint16 (positive class only
+    when binary), labels as int16, both base64; ``index_digest`` names the test rows, so two
+    records can be checked to predict the same images before they are paired."""
+    import base64
+    import hashlib
+
+    p = proba[:, 1] if proba.shape[1] == 2 else proba
+    q = np.round(np.clip(p, 0, 1) * 65535).astype("<u2")
+    return {"n_classes": int(proba.shape[1]), "n": int(len(labels)),
+            "proba_u16": base64.b64encode(q.tobytes()).decode(),
+            "labels_i16": base64.b64encode(np.asarray(labels, dtype="<i2").tobytes()).decode(),
+            "index_digest": hashlib.blake2b(np.asarray(index, dtype="<i8").tobytes(), digest_size=8).hexdigest()}
+
+
+def decode_predictions(d: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities n x classes, labels n) from :func:`encode_predictions`."""
+    import base64
+
+    k, n = int(d["n_classes"]), int(d["n"])
+    q = np.frombuffer(base64.b64decode(d["proba_u16"]), dtype="<u2").astype(np.float64) / 65535
+    y = np.frombuffer(base64.b64decode(d["labels_i16"]), dtype="<i2").astype(np.int64)
+    p = np.stack([1 - q, q], 1) if k == 2 else q.reshape(n, k)
+    return p, y
 
 
 def _done(cell: Cell, ctx: RunContext, store) -> dict | None:  # noqa: ANN001

@@ -42,9 +42,10 @@ from recommender.cli import (  # noqa: E402  (commands register themselves on `a
     _inspect,
     _kb,
     _recommend,
+    _verify,
 )
 
-for _mod in (_recommend, _build_matrix, _evaluate, _inspect, _kb):
+for _mod in (_recommend, _build_matrix, _evaluate, _inspect, _kb, _verify):
     _mod.register(app)
 
 __all__ = ["app"]

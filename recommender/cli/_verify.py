@@ -1,0 +1,247 @@
+"""`catscans verify`: fine-tune a shortlist on your labelled images and measure it (paired).
+
+Also the pieces `recommend --explain SOURCE` (a candidate's card) and `recommend --verify`
+(one table of measured and predicted rows) use. Results on stdout, progress on stderr.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from recommender.cli._common import Format, FormatOpt, emit, err, handle_errors, out
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+class VerifyProgress:
+    """Compute done / budget (in full fine-tunes) with ETA, and the running cell (stderr only)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.completed:.1f}/{task.total:.1f} runs"), TimeElapsedColumn(),
+                            TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal)
+        self.lines = not quiet and not err.is_terminal
+        self.task = self.bar.add_task("verify", total=None)
+        self.budget: float | None = None
+        self.t0, self.done = time.monotonic(), 0.0
+
+    def __call__(self, e: dict) -> None:
+        kind = e.get("event")
+        if kind == "plan":
+            units = e.get("units")
+            self.budget = units if units == units else None  # NaN: a minutes budget, known later
+        elif kind == "round":
+            total = max(self.budget or 0.0, self.done + e["cost"])
+            self.bar.update(self.task, total=total)
+            lv = e["level"]
+            msg = (f"round {e['round'] + 1}: {len(e['alive'])} candidates x {e['seeds']} seed(s), "
+                   f"{lv['data']:.0%} of the images, {lv['epochs']:.0%} of the epochs; {e['cells']} to run")
+            (err.print(msg, highlight=False) if self.lines or not self.bar.disable else None)
+        elif kind == "epoch" and "epoch" in e:
+            self.bar.update(self.task, description=f"{e['label']} epoch {e['epoch']}/{e['epochs']}")
+        elif kind in ("done", "failed"):
+            self.done += float(e.get("cost", 0))
+            self.bar.update(self.task, completed=self.done, description=e.get("label", ""))
+            if self.lines:
+                spent = time.monotonic() - self.t0
+                what = f"auc={e['record'].get('value', float('nan')):.4f}" if kind == "done" else "FAILED"
+                eta = ""
+                if self.budget and self.done > 0:
+                    eta = f", ETA {spent / self.done * max(0.0, self.budget - self.done) / 60:.1f} min"
+                err.print(f"{e['label']} {what} ({self.done:.2f} runs done, {spent / 60:.1f} min{eta})",
+                          highlight=False, soft_wrap=True)
+
+    def finish(self) -> None:
+        self.bar.update(self.task, total=max(self.done, 1e-9), completed=self.done)
+
+
+def _num(d: dict | None, digits: int = 3) -> str:
+    if not d:
+        return "—"
+    return f"{d['diff']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+
+def _round_text(r: dict) -> str:
+    lv = r["level"]
+    where = "full" if lv["data"] >= 1 and lv["epochs"] >= 1 else f"{lv['data']:.0%} img, {lv['epochs']:.0%} ep"
+    return f"{where} ×{r['seeds']}"
+
+
+def result_rows(res) -> pd.DataFrame:  # noqa: ANN001 (VerifyResult)
+    """Flat rows for --format csv."""
+    rows = []
+    for r in res.rows:
+        flat = {k: v for k, v in r.items() if k not in ("vs_first", "vs_scratch", "level", "per_seed")}
+        flat |= {"data_fraction": r["level"]["data"], "epoch_fraction": r["level"]["epochs"]}
+        for name in ("vs_first", "vs_scratch"):
+            for k, v in (r.get(name) or {}).items():
+                flat[f"{name}_{k}"] = v
+        rows.append(flat)
+    return pd.DataFrame(rows)
+
+
+def render_result(res) -> None:  # noqa: ANN001 (VerifyResult)
+    t = Table(title=f"measured on {res.target} — KB {res.kb}, protocol {res.protocol}")
+    t.add_column("#", justify="right")
+    t.add_column("candidate", overflow="fold")
+    t.add_column("AUC [95% CI]")
+    t.add_column("P(beats #1)", justify="right")
+    t.add_column("vs scratch [95% CI]")
+    t.add_column("round, seeds")
+    for i, r in enumerate(res.rows, 1):
+        p = "—" if r["vs_first"] is None else f"{r['vs_first']['p_beats']:.2f}"
+        gain = _num(r["vs_scratch"]) + (" neg." if r["negative_transfer"] else "")
+        t.add_row(str(i), r["candidate"], f"{r['auc']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]", p, gain, _round_text(r))
+    out.print(t)
+    _footer(res)
+
+
+def _footer(res) -> None:  # noqa: ANN001
+    c = res.compute
+    n_test = res.rows[0]["n_test"] if res.rows else 0
+    out.print(f"[dim]95% paired bootstrap over {n_test} test images and the seeds of each row's round "
+              "(1,000 joint resamples); P(beats #1) and vs scratch are paired within that round; "
+              "neg. = negative transfer (detectably below scratch).[/]")
+    b = c["budget"]
+    asked = f"{b['value']:.0%} of full" if b["kind"] == "fraction" else f"{b['value']:g} min"
+    out.print(f"compute: {c['cells']} fine-tunes, {c['fraction_planned']:.0%} of fine-tuning every candidate "
+              f"fully with {c['max_seeds']} seeds (budget {asked}); measured {c['fraction_measured']:.0%} of its "
+              f"images x epochs, {c['wall_s']:.0f} s of training", highlight=False)
+    out.print(f"[b]verdict:[/b] {res.verdict}")
+    for n in res.notes:
+        out.print(f"note: {n}", highlight=False)
+
+
+def render_merged(rec, res) -> None:  # noqa: ANN001 (Recommendation, VerifyResult)
+    """`recommend --verify`: one table, measured rows first, then the predicted rest."""
+    measured = {r["candidate"]: r for r in res.rows}
+    t = Table(title=f"sources for {res.target} — KB {rec.kb}: measured by verify, else predicted by {rec.method}")
+    t.add_column("#", justify="right")
+    t.add_column("source", overflow="fold")
+    t.add_column("", justify="center")
+    t.add_column("AUC [interval]")
+    t.add_column("vs scratch")
+    i = 0
+    for r in res.rows:
+        i += 1
+        t.add_row(str(i), r["candidate"], "measured", f"{r['auc']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] 95%",
+                  _num(r["vs_scratch"]) + (" neg." if r["negative_transfer"] else ""))
+    for r in rec.ranking:
+        if r["source"] in measured:
+            continue
+        i += 1
+        t.add_row(str(i), r["source"], "predicted", f"{r['predicted_auc']:.3f} [{r['lo80']:.3f}, {r['hi80']:.3f}] 80%",
+                  "—")
+    out.print(t)
+    _footer(res)
+
+
+def render_card(card: dict) -> None:
+    t = Table(title=f"candidate {card['spec']}", show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    n = card.get("n_params")
+    for k, v in (("kind", card["kind"]), ("architecture", card["arch"]),
+                 ("input size", f"{card['input_size']} px" if card.get("input_size") else "—"),
+                 ("parameters", f"{n:,}" if n else "—"), ("weights", card["weights"]),
+                 ("cell name", card["name"])):
+        t.add_row(k, str(v))
+    out.print(t)
+    out.print("load it:")
+    for line in card["snippet"]:
+        out.print(f"    {line}", highlight=False, markup=False)
+    for note in card.get("notes", []):
+        out.print(f"note: {note}", highlight=False)
+
+
+def explain(spec: str, kb: str | None, arch: str | None, fmt: Format) -> None:
+    """Print one candidate's card (`recommend --explain SOURCE`)."""
+    from experiments import list_kbs, load_kb
+    from recommender.candidates import resolve_candidate
+
+    kbase = None
+    if kb:
+        kbase = load_kb(kb)
+    elif ":" not in spec:
+        for name in list_kbs():  # the first KB that ships this source's checkpoint, else one that lists it
+            k = load_kb(name)
+            if spec in k.sources and (kbase is None or k.checkpoint_path(spec) is not None):
+                kbase = k
+                if k.checkpoint_path(spec) is not None:
+                    break
+    card = resolve_candidate(spec, kbase, arch).card()
+    emit(fmt, card, tables={"card": pd.DataFrame([{k: v for k, v in card.items() if k != "snippet"}])},
+         render_table=lambda: render_card(card))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("verify")
+    @handle_errors
+    def verify_cmd(
+        target: str = typer.Option(..., "--target", "-t", help="Your labelled images: folder, CSV, .npz, medmnist:<flag>."),
+        kb: str = typer.Option("local", "--kb", help="KB whose protocol and checkpoints to use."),
+        sources: str = typer.Option(None, "--sources", help="Comma-separated candidates: KB sources, "
+                                    "torchvision:WEIGHTS, timm:MODEL, weight files (scratch is always added)."),
+        top: int = typer.Option(4, "--top", "-k", min=1, help="Without --sources: the top K of recommend."),
+        budget: str = typer.Option("0.25", "--budget", help="Fraction of full compute (0.25, 25%) or minutes (10m)."),
+        seeds: int = typer.Option(None, "--seeds", min=1, help="Most seeds per candidate (default: the KB protocol's)."),
+        save_to_kb: str = typer.Option(None, "--save-to-kb", help="Append the full-protocol cells to this KB."),
+        store: str = typer.Option(None, "--store", help="Results store: folder or sqlite:///path (default: the run folder)."),
+        run_root: str = typer.Option(".", "--run-root", help="Runs go under <run-root>/runs/verify/, one folder <fingerprint>-<hash> per run."),
+        arch: str = typer.Option(None, "--arch", help="Architecture of weight files without a JSON sidecar."),
+        workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes."),
+        threads: int = typer.Option(None, "--threads", help="Total torch threads (default: min(2, cpus))."),
+        data_dir: str = typer.Option(None, "--data-dir", help="Where <name>.npz sets live."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        fmt: Format = FormatOpt,
+    ) -> None:
+        """Fine-tune a shortlist on your labelled images (successive halving) and compare it, paired."""
+        payload, res, _ = run_verify(target, kb, _csv(sources), top, budget, seeds, save_to_kb, store, run_root,
+                                     arch, workers, threads, data_dir, quiet)
+        emit(fmt, payload, tables={"verify": result_rows(res)}, render_table=lambda: render_result(res))
+
+
+def run_verify(target: str, kb: str, sources: list[str] | None, top: int, budget: str | None, seeds: int | None,
+               save_to_kb: str | None, store: str | None, run_root: str, arch: str | None, workers: int = 1,
+               threads: int | None = None, data_dir: str | None = None, quiet: bool = False):  # noqa: ANN201
+    """Run verify with a progress bar; (JSON payload, result, save report)."""
+    from experiments.backends import make_backend
+    from recommender.verify import verify
+
+    progress = VerifyProgress(quiet)
+    with progress.bar:
+        res = verify(target, kb, sources=sources, top=top, budget=budget, seeds=seeds, store_url=store,
+                     run_root=run_root, arch=arch, backend=make_backend("local", workers=workers, threads=threads),
+                     data_dir=data_dir, on_event=progress)
+        progress.finish()
+    saved = None
+    if save_to_kb:
+        from recommender.verify.save import save_to_kb as do_save
+
+        saved = do_save(res, save_to_kb)
+        err.print(f"added {saved['records']} records of target '{saved['target']}' to KB {saved['kb']} "
+                  f"({saved['path']})", highlight=False)
+    return {**res.to_dict(), "saved": saved}, res, saved
+
+
+def recommend_then_verify(rec, payload: dict, budget: str | None, arch: str | None, fmt: Format,  # noqa: ANN001
+                          top: int = 4) -> None:
+    """`recommend --verify`: verify the top ``top`` sources of ``rec`` (plus scratch) in its KB."""
+    from experiments.cells import SCRATCH
+
+    shortlist = [r["source"] for r in rec.ranking if r["source"] != SCRATCH][:top]
+    v_payload, res, _ = run_verify(rec.target, rec.kb, shortlist, top, budget, None, None, None, ".", arch)
+    merged = {"recommendation": payload, "verify": v_payload}
+    measured = {r["candidate"] for r in res.rows}
+    flat = pd.concat([result_rows(res).assign(status="measured"),
+                      pd.DataFrame([{"candidate": r["source"], "auc": r["predicted_auc"], "lo": r["lo80"],
+                                     "hi": r["hi80"], "status": "predicted"}
+                                    for r in rec.ranking if r["source"] not in measured])], ignore_index=True)
+    emit(fmt, merged, tables={"sources": flat}, render_table=lambda: render_merged(rec, res))
