@@ -15,6 +15,7 @@ from imagesets._files import (
     file_lock,
     unique_tmp,
 )
+from imagesets._npz import medmnist_info
 from imagesets._paths import artifacts_dir, default_data_dir
 from imagesets._pixels import MAX_PIXELS, REASONS, decode_file
 from imagesets._read import read_imageset
@@ -38,5 +39,6 @@ __all__ = [
     "default_data_dir",
     "build_demo_target",
     "decode_file",
+    "medmnist_info",
     "read_imageset",
 ]

@@ -12,6 +12,17 @@ from imagesets._types import Card, ChannelPolicy, ImageSet, ImageSetError, Skipp
 MAX_SKIPPED_EXAMPLES = 20
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print, encode and put in a DataFrame: undecodable bytes of a file
+    name (kept by Python as lone surrogates) become ``\\xNN`` escapes, so two such names stay
+    distinct and a card never raises UnicodeEncodeError. Paths for opening keep the raw form."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def subsample_index(n: int, max_images: int | None, labels: Sequence[object] | None,
                     random_state: int) -> np.ndarray:
     """Sorted indices of a seeded subsample of ``max_images`` of ``n`` items.
@@ -63,8 +74,9 @@ def make_card(*, name: str, source: str, side: int, images: np.ndarray, labels: 
     """Every number ``catscans inspect`` prints, from what the reader gathered."""
     counts = Counter(labels.tolist()) if labels is not None else Counter()
     reasons = Counter(s.reason for s in skipped)
+    class_names = [printable(c) for c in class_names]
     return Card(
-        name=name,
+        name=printable(name),
         n_images=int(len(images)),
         n_classes=len(class_names) if labels is not None else 0,
         class_counts={class_names[k]: int(counts.get(k, 0)) for k in range(len(class_names))}
@@ -79,9 +91,9 @@ def make_card(*, name: str, source: str, side: int, images: np.ndarray, labels: 
         labelled=labels is not None,
         n_skipped=len(skipped),
         skipped_reasons=dict(sorted(reasons.items())),
-        source=source,
+        source=printable(source),
         side=int(side),
-        skipped_examples=[{"path": s.path, "reason": s.reason, "detail": s.detail}
+        skipped_examples=[{"path": printable(s.path), "reason": s.reason, "detail": printable(s.detail)}
                           for s in skipped[:MAX_SKIPPED_EXAMPLES]],
     )
 

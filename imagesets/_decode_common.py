@@ -18,6 +18,9 @@ REASONS = (
     "missing file",
     "not in a class folder",
     "no label",
+    "symlinked folder",  # never followed below the root (a link to / or back up is no class)
+    "broken symlink",  # dangling, or a loop
+    "unreadable entry",  # a folder entry the OS would not stat or list
 )
 
 

@@ -8,6 +8,7 @@ refused: every consumer of an :class:`ImageSet` expects one class per image.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import zipfile
@@ -33,12 +34,55 @@ def _labels_1d(lab: np.ndarray, where: str) -> np.ndarray:
     return lab.astype(np.int64)
 
 
+def dense_labels(labels: np.ndarray, names: list[str] | None, where: str) -> tuple[np.ndarray, list[str]]:
+    """Labels 0..K-1 and their K names, or a one-line error.
+
+    Negative labels (e.g. -1 for "unlabelled") are refused: a set is labelled or not. Labels
+    inside the declared ``class_names`` keep their index (a class absent from the file still
+    counts); without names, gaps are closed (labels {0, 7, 10**9} become 0, 1, 2 named "0",
+    "7", "1000000000"), so a stray huge label never sizes an array.
+    """
+    if len(labels) == 0:
+        return labels, list(names or [])
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0:
+        n_neg = int((labels < 0).sum())
+        raise ImageSetError(f"{where}: {n_neg} label(s) are negative (min {lo}); labels must be "
+                            "0..K-1 (drop the labels array for an unlabelled set)")
+    if names:
+        if hi >= len(names):
+            raise ImageSetError(f"{where}: label {hi} but only {len(names)} class_names")
+        return labels, list(names)
+    values, inverse = np.unique(labels, return_inverse=True)
+    if hi + 1 == len(values):
+        return labels, [str(k) for k in range(hi + 1)]
+    return inverse.astype(np.int64), [str(int(v)) for v in values]
+
+
+def _numeric(arr: np.ndarray, what: str, where: str) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ImageSetError(f"npz {where}: {what} have dtype {arr.dtype}; expected numbers "
+                            "(uint8, uint16 or float)")
+    return arr
+
+
 def load_npz_arrays(path: Path) -> dict[str, Any]:
     """Raw arrays of either layout: images (N x H x W [x C]), labels|None, split|None, class_names|None."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ImageSetError(f"cannot read npz {path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ImageSetError(f"{path} is a single .npy array, not an npz archive of named arrays")
+    try:
+        return _npz_layout(path, data)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:  # object arrays, bad members
+        raise ImageSetError(f"cannot read npz {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def _npz_layout(path: Path, data: Any) -> dict[str, Any]:
     with data:
         keys = set(data.files)
         if "images" in keys:
@@ -57,6 +101,9 @@ def load_npz_arrays(path: Path) -> dict[str, Any]:
         else:
             raise ImageSetError(f"npz {path} has neither 'images' nor '{{train,val,test}}_images' "
                                 f"(keys: {', '.join(sorted(keys)) or 'none'})")
+    images = _numeric(images, "images", str(path))
+    if names is not None and not all(names):
+        raise ImageSetError(f"npz {path}: class_names has empty entries")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
         raise ImageSetError(f"npz {path}: images have shape {images.shape}; expected N x H x W [x 1|3]")
     if labels is not None and len(labels) != len(images):
@@ -80,7 +127,7 @@ def resize_array(img: np.ndarray, side: int, grey: bool) -> np.ndarray:
 
 def medmnist_npz(flag_spec: str) -> tuple[Path, list[str] | None]:
     """Local path of ``medmnist:<flag>[_<size>]`` (download only when online) and its class names."""
-    info, default_root = _medmnist_info()
+    info, default_root, _version = medmnist_info()
     spec = flag_spec.strip().lower()
     flag, _, size = spec.partition("_")
     if flag not in info:
@@ -113,9 +160,11 @@ def medmnist_npz(flag_spec: str) -> tuple[Path, list[str] | None]:
     return path, names
 
 
-def _medmnist_info() -> tuple[dict[str, Any], str | None]:
-    """medmnist's INFO table and default root, loaded from ``medmnist/info.py`` alone:
-    ``import medmnist`` pulls in torch (seconds), which reading a local npz never needs."""
+@functools.lru_cache(maxsize=1)
+def medmnist_info() -> tuple[dict[str, Any], str | None, str]:
+    """medmnist's ``(INFO, DEFAULT_ROOT, __version__)``, loaded from ``medmnist/info.py`` alone:
+    ``import medmnist`` pulls in torch (seconds), which reading a local npz or writing KB
+    cards never needs. The one loader of that table (the KB importer uses it too)."""
     import importlib.util
 
     found = importlib.util.find_spec("medmnist")
@@ -127,7 +176,7 @@ def _medmnist_info() -> tuple[dict[str, Any], str | None]:
         raise ImageSetError(f"the installed medmnist package has no {info_path.name}; reinstall it")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.INFO, getattr(module, "DEFAULT_ROOT", None)
+    return module.INFO, getattr(module, "DEFAULT_ROOT", None), str(getattr(module, "__version__", "?"))
 
 
 def _online(host: str = "zenodo.org", timeout: float = 3.0) -> bool:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from imagesets._card import apply_policy, check_labels, make_card, subsample_index
-from imagesets._npz import load_npz_arrays, medmnist_npz, resize_array
+from imagesets._card import apply_policy, check_labels, make_card, printable, subsample_index
+from imagesets._npz import dense_labels, load_npz_arrays, medmnist_npz, resize_array
 from imagesets._pixels import MAX_PIXELS, decode_chunk
 from imagesets._scan import Listing, scan_csv, scan_folder
 from imagesets._types import ChannelPolicy, ImageSet, ImageSetError, SkippedFile
@@ -100,6 +100,7 @@ def decode_paths(paths: list[str], side: int, grey: bool, workers: int | None = 
 def _from_listing(listing: Listing, source: str, name: str, side: int, channels: ChannelPolicy,
                   max_images: int | None, random_state: int, workers: int | None,
                   progress: bool) -> ImageSet:
+    name = printable(name)
     idx = subsample_index(len(listing.paths), max_images,
                           listing.classes if listing.labelled else None, random_state)
     paths = [listing.paths[i] for i in idx]
@@ -119,9 +120,10 @@ def _from_listing(listing: Listing, source: str, name: str, side: int, channels:
     labels, class_names = None, []
     if listing.labelled:
         cls = [listing.classes[idx[j]] for j in keep]
-        class_names = sorted({str(c) for c in cls})
-        pos = {c: k for k, c in enumerate(class_names)}
+        raw_names = sorted({str(c) for c in cls})
+        pos = {c: k for k, c in enumerate(raw_names)}
         labels = np.asarray([pos[str(c)] for c in cls], dtype=np.int64)
+        class_names = [printable(c) for c in raw_names]  # folder names may not be UTF-8
     sp = [listing.splits[idx[j]] for j in keep]
     split = np.asarray(sp) if any(s is not None for s in sp) else None
     shapes = np.asarray([i["native"] for i in infos], dtype=np.int32).reshape(-1, 2)
@@ -140,6 +142,9 @@ def _from_arrays(arrs: dict[str, Any], source: str, name: str, side: int, channe
     images_raw, labels_raw, split_raw = arrs["images"], arrs["labels"], arrs["split"]
     if len(images_raw) == 0:
         raise ImageSetError(f"no readable image in {source} (the npz holds 0 images)")
+    class_names: list[str] = []
+    if labels_raw is not None:  # on the full set, before subsampling: the same K either way
+        labels_raw, class_names = dense_labels(labels_raw, arrs["class_names"] or names, source)
     idx = subsample_index(len(images_raw), max_images, labels_raw, random_state)
     sel = images_raw[idx]
     h, w = sel.shape[1:3]
@@ -154,13 +159,6 @@ def _from_arrays(arrs: dict[str, Any], source: str, name: str, side: int, channe
         arrays = [resize_array(im, side, grey) for im in sel]
     images = apply_policy(arrays, channels, side)
     labels = labels_raw[idx] if labels_raw is not None else None
-    class_names = arrs["class_names"] or names
-    if labels is not None:
-        n_cls = int(labels.max()) + 1 if len(labels) else 0
-        if not class_names or len(class_names) < n_cls:
-            class_names = [str(k) for k in range(max(n_cls, len(class_names or [])))]
-    else:
-        class_names = []
     split = split_raw[idx] if split_raw is not None else None
     shapes = np.tile(np.asarray([[h, w]], dtype=np.int32), (len(idx), 1))
     bits = 8 * sel.dtype.itemsize if np.issubdtype(sel.dtype, np.integer) else 32

@@ -11,6 +11,9 @@ Layout rules (so a user can predict what ``inspect`` will say):
   are skipped as "not in a class folder".
 * A folder (or split folder) with no sub-folders is a flat, unlabelled set.
 * Every other non-hidden file is a candidate: the decoder decides if it is an image.
+* Symlinked folders below the root are never followed (a link to ``/`` is not a class, a
+  link back up is not a loop): each is skipped as "symlinked folder". Symlinked files are
+  read; a broken or looping link is skipped as "broken symlink". The root may be a link.
 """
 
 from __future__ import annotations
@@ -45,34 +48,74 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name not in _IGNORED
 
 
-def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(sub-folders, files) of ``folder``, visible only, sorted by name."""
+def _link_fault(path: str) -> tuple[str, str] | None:
+    """(reason, detail) for a symlink that must not be followed, else None (a linked file)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    if not os.path.exists(path):  # dangling, or a loop (ELOOP makes exists() False)
+        return "broken symlink", f"-> {target}"
+    if os.path.isdir(path):
+        return "symlinked folder", f"not followed: -> {target}"
+    return None
+
+
+def _entries(folder: Path, skipped: list[tuple[str, str, str]]) -> tuple[list[Path], list[Path]]:
+    """(sub-folders, files) of ``folder``, visible only, sorted by name; symlinked folders
+    and broken links go to ``skipped`` (see the module rules)."""
     dirs, files = [], []
     try:
         with os.scandir(folder) as it:
-            for e in it:
+            for e in sorted(it, key=lambda e: e.name):
                 if not _visible(e.name):
                     continue
-                if e.is_dir(follow_symlinks=True):
-                    dirs.append(Path(e.path))
-                elif e.is_file(follow_symlinks=True):
-                    files.append(Path(e.path))
+                try:
+                    if e.is_symlink() and (fault := _link_fault(e.path)) is not None:
+                        skipped.append((e.path, *fault))
+                    elif e.is_dir(follow_symlinks=True):
+                        dirs.append(Path(e.path))
+                    elif e.is_file(follow_symlinks=True):
+                        files.append(Path(e.path))
+                except OSError as exc:
+                    skipped.append((e.path, "unreadable entry", exc.strerror or str(exc)))
     except PermissionError as exc:
         raise ImageSetError(f"cannot read folder {folder}: permission denied") from exc
-    return sorted(dirs), sorted(files)
+    except OSError as exc:
+        raise ImageSetError(f"cannot read folder {folder}: {exc.strerror or exc}") from exc
+    return dirs, files
 
 
-def _walk_files(folder: Path) -> list[str]:
-    """All visible files under ``folder`` at any depth (hidden dirs pruned), sorted."""
+def _walk_files(folder: Path, skipped: list[tuple[str, str, str]]) -> list[str]:
+    """All visible files under ``folder`` at any depth (hidden dirs pruned, symlinked
+    folders not followed but listed in ``skipped``), sorted."""
     found: list[str] = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if _visible(d))
-        found.extend(os.path.join(root, f) for f in sorted(files) if _visible(f))
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append((str(exc.filename or folder), "unreadable entry", exc.strerror or str(exc)))
+
+    for root, dirs, files in os.walk(folder, followlinks=False, onerror=unreadable):
+        keep = []
+        for d in sorted(d for d in dirs if _visible(d)):
+            full = os.path.join(root, d)
+            if os.path.islink(full):
+                skipped.append((full, *(_link_fault(full) or ("symlinked folder", "not followed"))))
+            else:
+                keep.append(d)
+        dirs[:] = keep
+        for f in sorted(f for f in files if _visible(f)):
+            full = os.path.join(root, f)
+            fault = _link_fault(full) if os.path.islink(full) else None
+            if fault is not None:
+                skipped.append((full, *fault))
+            else:
+                found.append(full)
     return found
 
 
-def _scan_level(folder: Path, split: str | None, listing: Listing) -> None:
-    dirs, files = _entries(folder)
+def _scan_level(folder: Path, split: str | None, listing: Listing,
+                entries: tuple[list[Path], list[Path]] | None = None) -> None:
+    dirs, files = entries if entries is not None else _entries(folder, listing.skipped)
     if not dirs:
         for f in files:
             listing.add(str(f), None, split)
@@ -81,23 +124,23 @@ def _scan_level(folder: Path, split: str | None, listing: Listing) -> None:
     for f in files:
         listing.skipped.append((str(f), "not in a class folder", ""))
     for d in dirs:
-        for f in _walk_files(d):
+        for f in _walk_files(d, listing.skipped):
             listing.add(f, d.name, split)
 
 
 def scan_folder(root: Path) -> Listing:
     """List an ImageFolder (optionally split) or a flat folder; see the module rules."""
     listing = Listing()
-    dirs, files = _entries(root)
+    dirs, files = _entries(root, listing.skipped)
     split_dirs = [d for d in dirs if d.name.lower() in SPLIT_NAMES]
     if not split_dirs:
-        _scan_level(root, None, listing)
+        _scan_level(root, None, listing, (dirs, files))
     else:
         for f in files:
             listing.skipped.append((str(f), "not in a class folder", ""))
         for d in dirs:
             if d.name.lower() not in SPLIT_NAMES:
-                listing.skipped.extend((f, "not in a class folder", "") for f in _walk_files(d))
+                listing.skipped.extend((f, "not in a class folder", "") for f in _walk_files(d, listing.skipped))
         for d in split_dirs:
             _scan_level(d, SPLIT_NAMES[d.name.lower()], listing)
     if listing.labelled:  # a flat split next to labelled splits cannot be labelled: skip it

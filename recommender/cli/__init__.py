@@ -9,9 +9,11 @@ from __future__ import annotations
 import typer
 
 from recommender import __version__
+from recommender.cli._usage import OneLineUsageGroup
 
 app = typer.Typer(
     name="catscans",
+    cls=OneLineUsageGroup,  # usage errors: one stderr line, exit 2 (not a six-line box)
     no_args_is_help=True,
     rich_markup_mode="rich",
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)

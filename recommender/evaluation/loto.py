@@ -155,17 +155,35 @@ def load_score_table(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
         raise ScoresFileError(f"cannot read scores file {p}: {exc}") from exc
     df = df.loc[:, [c for c in df.columns if not str(c).startswith("Unnamed")]]
-    cols = {c.lower(): c for c in df.columns}
+    cols = {str(c).lower(): c for c in df.columns}
     if {"source", "target"} <= set(cols) and len(df.columns) == 3:
-        val = [c for c in df.columns if c.lower() not in ("source", "target")][0]
+        val = [c for c in df.columns if str(c).lower() not in ("source", "target")][0]
+        df[val] = _finite_scores(df[[val]], p, df[cols["source"]].astype(str),
+                                 df[cols["target"]].astype(str))[val]
         return df.pivot_table(index=cols["source"], columns=cols["target"], values=val, aggfunc="mean")
     text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if not text:
         raise ScoresFileError(f"{p}: no source column (wide: first text column; long: source,target,score)")
     wide = df.set_index(text[0])
-    wide = wide.apply(pd.to_numeric, errors="coerce")
     wide.index = wide.index.astype(str)
-    return wide
+    return _finite_scores(wide, p)
+
+
+def _finite_scores(table: pd.DataFrame, p: Path, sources: pd.Series | None = None,
+                   targets: pd.Series | None = None) -> pd.DataFrame:
+    """``table`` as floats, or a one-line ScoresFileError naming the first text or ±inf cell
+    (an empty cell is a missing score; a word or an infinity is a broken file, not a score)."""
+    num = table.apply(pd.to_numeric, errors="coerce")
+    bad = (num.isna() & table.notna() & (table.astype(str).apply(lambda c: c.str.strip()) != "")) \
+        | np.isinf(num.to_numpy(dtype=float))
+    if bad.to_numpy().any():
+        i, j = (int(v[0]) for v in np.nonzero(bad.to_numpy()))
+        where = (f"source {sources.iloc[i]}, target {targets.iloc[i]}" if sources is not None
+                 else f"source {table.index[i]}, target {table.columns[j]}")
+        kind = "infinite" if np.isinf(float(num.iat[i, j])) else "non-numeric"
+        raise ScoresFileError(f"{p}: {kind} score '{table.iat[i, j]}' ({where}); scores must be "
+                              f"finite numbers, an empty cell for a missing one ({int(bad.to_numpy().sum())} bad cell(s))")
+    return num.astype(float)
 
 
 def evaluate_external(md: MetaDataset, table: pd.DataFrame, name: str = "scores") -> pd.DataFrame:
