@@ -29,8 +29,10 @@ recommender reads them; import direction forbids the reverse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,10 +157,61 @@ class KnowledgeBase:
 def _read_csv(path: Path, **kw) -> pd.DataFrame:
     try:
         return pd.read_csv(path, **kw)
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as exc:
+        raise KnowledgeBaseError(f"KB file missing: {path}") from exc
     except Exception as exc:  # malformed table -> one-line error
-        raise KnowledgeBaseError(f"cannot read {path}: {exc}") from exc
+        raise KnowledgeBaseError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+
+
+def read_manifest(path: Path) -> dict:
+    """A KB folder's ``manifest.json`` as a dict, or a one-line KnowledgeBaseError."""
+    mp = path / "manifest.json"
+    try:
+        manifest = json.loads(mp.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise KnowledgeBaseError(f"cannot read {mp}: {exc.strerror or exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise KnowledgeBaseError(f"{mp} is not valid JSON ({str(exc).splitlines()[0]}); "
+                                 "restore the file or rebuild the KB") from exc
+    if not isinstance(manifest, dict):
+        raise KnowledgeBaseError(f"{mp} must hold a JSON object, not {type(manifest).__name__}")
+    for key in ("sources", "targets"):
+        v = manifest.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise KnowledgeBaseError(f"{mp}: '{key}' must be a list of names")
+    return manifest
+
+
+def _is_auc(metric: str) -> bool:
+    return metric == "auc" or metric.startswith("roc_auc")
+
+
+def validate_records(records: pd.DataFrame, manifest: dict, where: Path) -> pd.DataFrame:
+    """Checks that catch a truncated, edited or mis-scaled records.csv at load time:
+    the columns, the row count the manifest recorded (``n_records``), numeric values, and
+    AUC metrics inside [0, 1] (an AUC of 94.8 is a percentage, not an AUC)."""
+    missing = [c for c in ("source", "target", "metric", "value") if c not in records.columns]
+    if missing:
+        raise KnowledgeBaseError(f"{where}: no column {', '.join(missing)} (a KB records.csv has "
+                                 f"{', '.join(RECORD_COLUMNS)})")
+    n_expected = manifest.get("n_records")
+    if isinstance(n_expected, int) and n_expected != len(records):
+        raise KnowledgeBaseError(f"{where} has {len(records)} rows but the manifest records {n_expected} "
+                                 "(truncated or edited); restore it or rebuild the KB")
+    values = pd.to_numeric(records["value"], errors="coerce")
+    bad = values.isna() & records["value"].notna()
+    if bad.any():
+        raise KnowledgeBaseError(f"{where}: {int(bad.sum())} non-numeric value(s), e.g. "
+                                 f"'{records.loc[bad, 'value'].iloc[0]}'")
+    records = records.assign(value=values.astype(float))
+    auc = records["metric"].astype(str).map(_is_auc) & records["value"].notna()
+    out = auc & ~records["value"].between(0.0, 1.0)
+    if out.any():
+        r = records[out].iloc[0]
+        raise KnowledgeBaseError(
+            f"{where}: {int(out.sum())} {r['metric']} value(s) outside [0, 1], e.g. {r['value']:g} "
+            f"({r['source']} -> {r['target']}); AUCs are fractions, not percentages")
+    return records
 
 
 def resolve_kb_path(name_or_path: str | os.PathLike) -> Path:
@@ -172,11 +225,36 @@ def resolve_kb_path(name_or_path: str | os.PathLike) -> Path:
     raise KnowledgeBaseError(f"no knowledge base '{name_or_path}' (known: {known})")
 
 
+@contextlib.contextmanager
+def _read_lock(path: Path, timeout: float = 30.0) -> Iterator[None]:
+    """The KB's writer lock while its files are read, so a load never mixes the files of two
+    saves (records of one, manifest of the next). Best effort: a read-only folder (no lock
+    file can be made) or a writer stuck past ``timeout`` is read without it."""
+    from filelock import Timeout
+
+    try:
+        lock = file_lock(path / ".kb")  # the writers' instance (one per path): a holder re-enters
+        lock.acquire(timeout=timeout)
+    except (OSError, Timeout):
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def load_kb(name_or_path: str | os.PathLike) -> KnowledgeBase:
     """Load a KB by name (under ``artifacts/kb``) or by folder path."""
     path = resolve_kb_path(name_or_path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    records = _read_csv(path / "records.csv", keep_default_na=True)
+    with _read_lock(path):
+        return _load_files(path)
+
+
+def _load_files(path: Path) -> KnowledgeBase:
+    manifest = read_manifest(path)  # validated on load: one clear line for any corrupt file
+    records = validate_records(_read_csv(path / "records.csv", keep_default_na=True), manifest,
+                               path / "records.csv")
     datasets = _read_csv(path / "datasets.csv", keep_default_na=False, na_values=[""])
     mf_path = path / "meta_features.csv"
     meta = _read_csv(mf_path) if mf_path.exists() else pd.DataFrame(columns=["dataset"])

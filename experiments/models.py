@@ -235,7 +235,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
         raise ModelError(f"no checkpoint at {path}")
     meta: dict = {}
     if _meta_path(path).exists():
-        meta = json.loads(_meta_path(path).read_text())
+        try:
+            meta = json.loads(_meta_path(path).read_text())
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise ModelError(f"checkpoint sidecar {_meta_path(path)} is unreadable: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        if not isinstance(meta, dict):
+            raise ModelError(f"checkpoint sidecar {_meta_path(path)} must hold a JSON object")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -256,7 +262,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
     for key in ("arch", "num_classes"):
         if key not in meta:
             raise ModelError(f"checkpoint {path} has no '{key}' in its JSON sidecar")
-    model = create_model(meta["arch"], int(meta["num_classes"]), int(meta.get("in_chans", 3)))
+    try:
+        n_classes, in_chans = int(meta["num_classes"]), int(meta.get("in_chans", 3))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"checkpoint {path}: num_classes / in_chans in its sidecar are not integers") from exc
+    model = create_model(str(meta["arch"]), n_classes, in_chans)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

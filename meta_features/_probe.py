@@ -82,10 +82,14 @@ def load_probe(probe: str = "default") -> nn.Module:
         path = probe_dir() / "probe.safetensors"
         if not path.exists():
             raise ProbeError(f"default probe missing: {path} (run python -m meta_features._probe_train)")
-        state = load_file(str(path))
         net = ProbeNet(n_classes=0)
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        net.load_state_dict(state)
+        try:  # a truncated or foreign file is one line, not a safetensors/torch traceback
+            state = load_file(str(path))
+            net.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, RuntimeError (shapes)
+            raise ProbeError(f"default probe {path} is corrupt: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''} "
+                             "(restore it or run python -m meta_features._probe_train)") from exc
         return net.eval()
     if probe == "torchvision-resnet18":
         return _load_resnet18().eval()

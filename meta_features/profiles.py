@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from imagesets import ImageSet
+from imagesets import ImageSet, atomic_path, atomic_write_text
 from meta_features._common import PROFILE_MAX_IMAGES, MetaFeatureError
 from meta_features._extract import extract_meta_features
 from meta_features._prepare import prepare
@@ -76,27 +77,47 @@ def save_profile(
     arrays = {"embeddings": emb.astype(np.float16)}
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
-    np.savez_compressed(npz, **arrays)
+    with atomic_path(npz) as tmp, open(tmp, "wb") as fh:  # unique temp + rename, as every writer
+        np.savez_compressed(fh, **arrays)
     meta = {k: (None if not math.isfinite(v) else float(v)) for k, v in p.meta.items()}
     doc = {"name": p.name, "fingerprint": p.fingerprint, "meta_features": meta, "info": p.info or {},
            "n_embeddings": int(len(emb)), "embeddings_dtype": "float16"}
-    js.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    atomic_write_text(js, json.dumps(doc, indent=1, default=str) + "\n")
     return js
 
 
 def load_profile(path: str | Path) -> DatasetProfile:
     """Read a profile written by :func:`save_profile` (either file name, or the stem)."""
     npz, js = _paths(path)
+    where = js.with_suffix("")
     try:
         doc = json.loads(js.read_text())
         with np.load(npz, allow_pickle=False) as z:
             emb = z["embeddings"].astype(np.float32)
             labels = z["labels"] if "labels" in z.files else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise MetaFeatureError(f"cannot read profile {js.with_suffix('')}: {exc}") from exc
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise MetaFeatureError(f"cannot read profile {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    problem = _profile_problem(doc, emb, labels)
+    if problem:  # validated on load: a damaged profile is one clear line, not a wrong distance
+        raise MetaFeatureError(f"profile {where} is corrupt: {problem} (rebuild: catscans kb attach)")
     meta = pd.Series({k: (math.nan if v is None else float(v)) for k, v in doc["meta_features"].items()},
                      dtype=float)
     return DatasetProfile(doc["name"], meta, emb, labels, doc["fingerprint"], doc.get("info", {}))
+
+
+def _profile_problem(doc: object, emb: np.ndarray, labels: np.ndarray | None) -> str | None:
+    if not isinstance(doc, dict) or not isinstance(doc.get("meta_features"), dict):
+        return "the json lacks its meta_features object"
+    if not isinstance(doc.get("name"), str) or not isinstance(doc.get("fingerprint"), str):
+        return "the json lacks name / fingerprint"
+    if any(v is not None and not isinstance(v, (int, float)) for v in doc["meta_features"].values()):
+        return "a meta-feature value is not a number"
+    if emb.ndim != 2 or len(emb) < 2 or not np.isfinite(emb).all():
+        return f"embeddings must be a finite n x d array (n >= 2), got shape {emb.shape}"
+    if labels is not None and (labels.ndim != 1 or len(labels) != len(emb)
+                               or not np.issubdtype(labels.dtype, np.integer)):
+        return f"labels must be {len(emb)} integers, got {labels.dtype} {labels.shape}"
+    return None
 
 
 def list_profiles(root: Path | None = None) -> list[str]:
@@ -129,16 +150,23 @@ def fit_scaler(profiles: list[DatasetProfile], min_values: int = 3) -> dict:
 
 def save_scaler(scaler: dict, path: Path | None = None) -> Path:
     path = path or profiles_dir() / "scaler.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(scaler, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(scaler, indent=1) + "\n")
     return path
 
 
 def load_scaler(path: Path | None = None) -> dict:
     path = path or profiles_dir() / "scaler.json"
     try:
-        return json.loads(path.read_text())
+        scaler = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise MetaFeatureError(
             f"meta-feature scaler missing or unreadable: {path} (run catscans kb attach)"
         ) from exc
+    feats = scaler.get("features") if isinstance(scaler, dict) else None
+    ok = isinstance(feats, dict) and all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+        and v[1] > 0 for v in feats.values())
+    if not ok:  # a zero or missing sd would turn every meta-feature distance into inf/NaN
+        raise MetaFeatureError(f"meta-feature scaler {path} is corrupt: 'features' must map names to "
+                               "[mean, sd > 0] (run catscans kb attach)")
+    return scaler
