@@ -4,6 +4,10 @@ Backends only schedule: each calls :func:`experiments.cells.run_cell`, which
 writes its own record, and reports events (start / epoch / done / failed) to one
 callback in the driver so the CLI can draw progress. A failed cell is reported
 and left out of the store, so the next run retries it.
+
+Every backend subclasses :class:`Backend` and is registered by name with
+:func:`register_backend`; ``--backend NAME`` and :func:`make_backend` look it up there, and
+the contract test runs every registered one. Adding a backend is one class here.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import replace
 from experiments.cells import Cell, RunContext, run_cell
 from imagesets import UserError
 
-__all__ = ["BackendError", "LocalBackend", "RayBackend", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "LocalBackend", "RayBackend", "make_backend",
+           "register_backend"]
 
 Event = Callable[[dict], None]
 
@@ -27,25 +32,64 @@ class BackendError(UserError):
     """A backend that cannot start (ray missing, bad address, bad worker count)."""
 
 
+class Backend:
+    """Runs cells: ``run`` calls :func:`run_cell` for each, emits one ``done`` (with the
+    record) or ``failed`` event per cell, and returns the records of the cells that finished.
+    A failing cell never stops the others."""
+
+    name = ""
+
+    @classmethod
+    def from_options(cls, workers: int = 1, address: str | None = None,
+                     threads: int | None = None) -> Backend:
+        """Build from the CLI's ``--workers/--address/--threads`` (reject what does not apply)."""
+        raise NotImplementedError
+
+    def run(self, cells: Sequence[Cell], ctx: RunContext, on_event: Event) -> list[dict]:
+        raise NotImplementedError
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Class decorator: make ``--backend NAME`` run this :class:`Backend`."""
+
+    def deco(cls: type[Backend]) -> type[Backend]:
+        if name in BACKENDS:
+            raise ValueError(f"backend {name!r} is already registered")
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+
+    return deco
+
+
 def _failure(cell: Cell, exc: BaseException) -> dict:
     msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return {"event": "failed", "key": cell.key, "label": cell.label, "error": msg,
             "traceback": traceback.format_exc(limit=5)}
 
 
-class LocalBackend:
+@register_backend("local")
+class LocalBackend(Backend):
     """Sequential in this process (workers=1) or a spawn ``ProcessPoolExecutor``.
 
     Torch threads are split so workers x threads <= the CPU budget (``threads`` total).
     """
-
-    name = "local"
 
     def __init__(self, workers: int = 1, threads: int | None = None) -> None:
         if workers < 1:
             raise BackendError("--workers must be >= 1")
         self.workers = workers
         self.threads = threads or min(2, os.cpu_count() or 1)
+
+    @classmethod
+    def from_options(cls, workers: int = 1, address: str | None = None,
+                     threads: int | None = None) -> LocalBackend:
+        if address:
+            raise BackendError("--address is for --backend ray")
+        return cls(workers=workers, threads=threads)
 
     def run(self, cells: Sequence[Cell], ctx: RunContext, on_event: Event) -> list[dict]:
         per_worker = max(1, self.threads // self.workers)
@@ -108,7 +152,8 @@ def _ray_job(cell: Cell, ctx: RunContext) -> dict:
     return run_cell(cell, ctx)
 
 
-class RayBackend:
+@register_backend("ray")
+class RayBackend(Backend):
     """One Ray task per cell; ``num_gpus=1`` per task when CUDA is visible; retries on worker loss.
 
     ``address``: ``auto`` joins a running cluster, ``HOST:PORT`` a given one, ``None``
@@ -116,7 +161,10 @@ class RayBackend:
     to every node (a shared filesystem, or ``sqlite:///`` on one host).
     """
 
-    name = "ray"
+    @classmethod
+    def from_options(cls, workers: int = 1, address: str | None = None,
+                     threads: int | None = None) -> RayBackend:
+        return cls(address=address)
 
     def __init__(self, address: str | None = None, max_retries: int = 3, num_cpus_per_task: float = 1) -> None:
         try:
@@ -172,11 +220,8 @@ class RayBackend:
 
 
 def make_backend(name: str, workers: int = 1, address: str | None = None,
-                 threads: int | None = None) -> LocalBackend | RayBackend:
-    if name == "local":
-        if address:
-            raise BackendError("--address is for --backend ray")
-        return LocalBackend(workers=workers, threads=threads)
-    if name == "ray":
-        return RayBackend(address=address)
-    raise BackendError(f"unknown backend '{name}' (local or ray)")
+                 threads: int | None = None) -> Backend:
+    """The registered backend ``name``, built from the CLI options."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}' ({' or '.join(BACKENDS)})")
+    return BACKENDS[name].from_options(workers=workers, address=address, threads=threads)

@@ -28,16 +28,19 @@ from meta_features.profiles import (
     save_profile,
 )
 from meta_features.similarity import (
+    SIMILARITIES,
     domain_distance,
     frechet_distance,
     mmd_rbf,
     ot_distance,
     pair_similarities,
+    register_similarity,
 )
 from meta_features.transferability import (
     ESTIMATORS,
     TransferabilityError,
     estimate_all,
+    register_estimator,
     hscore,
     knn_accuracy,
     leep,
@@ -64,4 +67,5 @@ __all__ = [
     "load_profile", "load_scaler", "load_shipped_profiles", "mmd_rbf", "modality_code", "ot_distance",
     "pair_similarities", "probe_info", "profile_dataset", "profiles_dir", "register", "save_profile",
     "CheckpointFeatureError", "channel_policy", "load_source",
+    "SIMILARITIES", "register_similarity", "register_estimator",
 ]

@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import xlogy
@@ -36,8 +37,40 @@ from imagesets import ImageSet, UserError
 
 log = logging.getLogger(__name__)
 
-ESTIMATORS = ("logme", "leep", "nleep", "nce", "hscore", "knn_acc")
-"""Feature names written to pair_features.csv (kind = transferability)."""
+@dataclass(frozen=True)
+class Estimator:
+    """One registered estimator. ``needs_head``: ``fn(source_probs, labels)`` (NaN without a
+    source head); else ``fn(features, labels)``, plus ``random_state=`` when ``seeded``."""
+
+    name: str
+    fn: Callable[..., float]
+    needs_head: bool = False
+    seeded: bool = False
+
+    def score(self, features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None,
+              random_state: int = 0) -> float:
+        if self.needs_head:
+            return float("nan") if source_probs is None else float(self.fn(source_probs, labels))
+        kw = {"random_state": random_state} if self.seeded else {}
+        return float(self.fn(features, labels, **kw))
+
+
+ESTIMATORS: dict[str, Estimator] = {}
+"""The registry, in registration order; its names are the pair_features.csv feature names
+(kind = transferability). Adding one is a function decorated with :func:`register_estimator`."""
+
+
+def register_estimator(name: str, *, needs_head: bool = False,
+                       seeded: bool = False) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Decorator: add an estimator (higher = the source should transfer better)."""
+
+    def deco(fn: Callable[..., float]) -> Callable[..., float]:
+        if name in ESTIMATORS:
+            raise ValueError(f"estimator {name!r} is already registered")
+        ESTIMATORS[name] = Estimator(name, fn, needs_head, seeded)
+        return fn
+
+    return deco
 
 
 def _blas_threads() -> int:
@@ -101,6 +134,7 @@ def _evidence(n: int, d: int, alpha, beta, m2, res2, logdet) -> np.ndarray:
     )
 
 
+@register_estimator("logme")
 @_limited
 def logme(
     features: np.ndarray, labels: np.ndarray, *, tol: float = 1e-7, max_iter: int = 200
@@ -196,6 +230,7 @@ def logme_reference(
 
 
 # -- LEEP / NCE / N-LEEP ------------------------------------------------------------------------
+@register_estimator("leep", needs_head=True)
 @_limited
 def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     """LEEP: mean log of the expected empirical prediction P(y_i) = sum_z P(y_i|z) theta_iz."""
@@ -210,20 +245,7 @@ def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.log(np.maximum(eep, 1e-300))))
 
 
-@_limited
-def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
-    """NCE: -H(Y | Z) with Z the source head's hard prediction (argmax)."""
-    y, k = _encode_labels(labels, np.asarray(source_probs).shape[0])
-    theta = _check_probs(source_probs, len(y))
-    z = theta.argmax(1)
-    joint = np.zeros((k, theta.shape[1]))
-    np.add.at(joint, (y, z), 1.0)
-    joint /= len(y)
-    p_z = joint.sum(0, keepdims=True)
-    cond = np.divide(joint, p_z, out=np.zeros_like(joint), where=p_z > 0)
-    return float(xlogy(joint, cond).sum())
-
-
+@register_estimator("nleep", seeded=True)
 @_limited
 def nleep(
     features: np.ndarray,
@@ -257,7 +279,23 @@ def nleep(
     return leep(theta, y)
 
 
+@register_estimator("nce", needs_head=True)
+@_limited
+def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
+    """NCE: -H(Y | Z) with Z the source head's hard prediction (argmax)."""
+    y, k = _encode_labels(labels, np.asarray(source_probs).shape[0])
+    theta = _check_probs(source_probs, len(y))
+    z = theta.argmax(1)
+    joint = np.zeros((k, theta.shape[1]))
+    np.add.at(joint, (y, z), 1.0)
+    joint /= len(y)
+    p_z = joint.sum(0, keepdims=True)
+    cond = np.divide(joint, p_z, out=np.zeros_like(joint), where=p_z > 0)
+    return float(xlogy(joint, cond).sum())
+
+
 # -- H-score / k-NN -----------------------------------------------------------------------------
+@register_estimator("hscore")
 @_limited
 def hscore(features: np.ndarray, labels: np.ndarray, *, shrinkage: bool = True) -> float:
     """H-score tr(cov(f)^-1 cov(E[f|y])); with ``shrinkage`` the Ledoit-Wolf estimate of cov(f)
@@ -277,6 +315,7 @@ def hscore(features: np.ndarray, labels: np.ndarray, *, shrinkage: bool = True) 
     return float(factor * np.trace(np.linalg.pinv(cov_f, rcond=1e-15, hermitian=True) @ cov_g))
 
 
+@register_estimator("knn_acc")
 @_limited
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = 5) -> float:
     """Exact leave-one-out accuracy of a k-NN vote on the features.
@@ -307,19 +346,9 @@ def estimate_all(
     source_probs: np.ndarray | None = None,
     random_state: int = 0,
 ) -> dict[str, float]:
-    """Every estimator on one (features, labels[, source probs]); LEEP/NCE NaN without a head."""
-    out = {
-        "logme": logme(features, labels),
-        "leep": float("nan"),
-        "nleep": nleep(features, labels, random_state=random_state),
-        "nce": float("nan"),
-        "hscore": hscore(features, labels),
-        "knn_acc": knn_accuracy(features, labels),
-    }
-    if source_probs is not None:
-        out["leep"] = leep(source_probs, labels)
-        out["nce"] = nce(source_probs, labels)
-    return {name: out[name] for name in ESTIMATORS}
+    """Every registered estimator on one (features, labels[, source probs]); those that need
+    a source head (LEEP, NCE) are NaN without one."""
+    return {name: est.score(features, labels, source_probs, random_state) for name, est in ESTIMATORS.items()}
 
 
 # -- KB drivers ---------------------------------------------------------------------------------

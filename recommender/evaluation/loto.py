@@ -117,11 +117,8 @@ def run_loto(md: MetaDataset, retune: bool = False, n_trials: int = tuning.N_TRI
         p, band, test = fold_predictions(md, t, {"meta": best, "meta_regressor": reg, "meta_ranker": rank})
         preds.append(p)
         bands.append(band)
-        for name, s in baseline_scores(md, t, test).items():
+        for name, s in baseline_scores(md, t, test).items():  # every registered baseline
             preds.append(_scores_rows(name, t, test, s.to_numpy(dtype=float)))
-        if "imagenet" in set(test["source"]):
-            preds.append(_scores_rows("always_imagenet", t, test,
-                                      (test["source"] == "imagenet").astype(float).to_numpy()))
         per.append({"method": "random", "target": t}
                    | random_expected_metrics(test["auc"].to_numpy(), seed=seed))
     pred = pd.concat(preds, ignore_index=True)
