@@ -49,8 +49,7 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, label: str = "AUC"):  # noq
     colour scale, unmeasured cells grey with a dash."""
     m = matrix.to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 0.8 * m.shape[1], 1.4 + 0.42 * m.shape[0]))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, aspect="auto")
     ax.set_xticks(range(m.shape[1]), matrix.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(m.shape[0]), matrix.index, fontsize=8)
@@ -98,9 +97,12 @@ def feature_scatter(kb: KnowledgeBase, md: MetaDataset, corr: pd.DataFrame, path
         ax.set_ylabel("AUC gain (%)" if outcome == "gain" else "AUC")
     if len(md.targets) <= 12:
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, loc="lower right", ncol=2, title="target")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        fig.tight_layout()
+        fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   title="target")  # beside the panels, never over a point
+    else:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -120,7 +122,7 @@ def tau_bars(per_target: pd.DataFrame, path: Path, extra: tuple[str, ...] = (),
     for k, m in enumerate(methods):
         is_shipped = m == shipped
         ax.bar(x + k * w, piv[m].to_numpy(dtype=float), width=w,
-               label=f"{m} (shipped)" if is_shipped else m,
+               label=f"{m} (shipped)" if is_shipped and "shipped" not in m else m,
                edgecolor="black" if is_shipped else "none", linewidth=1.2 if is_shipped else 0)
     ax.set_xticks(x + w * (len(methods) - 1) / 2, piv.index, rotation=45, ha="right", fontsize=8)
     ax.axhline(0, color="k", lw=0.6)
@@ -167,7 +169,7 @@ def write_outputs(out: Path, kb: KnowledgeBase, md: MetaDataset, payload: dict,
     if per_target is not None and len(per_target):
         figures.append((tau_bars(per_target, out / "tau_w_per_target.png", shipped=shipped),
                         "τw (weighted Kendall τ between a method's ranking and the measured AUCs) on each "
-                        "held-out target under leave-one-target-out, for the meta-model and the main "
+                        "held-out target (held out with its group, as in the tables), for the meta-model and the main "
                         "baselines; higher is better, 0 = no better than chance; the shipped method is "
                         "outlined; no bar = τw undefined on that target."))
     written += [p for p, _ in figures]
