@@ -9,45 +9,28 @@ tags or a KB card); nothing is guessed.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 from sklearn.metrics import pairwise_distances, silhouette_score
 
+from imagesets.modality import CANONICAL, modality_list
 from meta_features._prepare import Prepared
 from meta_features._registry import register
 
-# Ordinal modality vocabulary shared with ``similarity.domain_distance`` and the KB cards.
-MODALITY_CODES: dict[str, int] = {
-    "natural": 0, "x-ray": 1, "ct": 2, "mri": 3, "ultrasound": 4, "dermoscopy": 5,
-    "fundus": 6, "microscopy": 7, "histopathology": 8, "oct": 9, "other": 10,
-}
-_SYNONYMS = {
-    "xray": "x-ray", "x ray": "x-ray", "cr": "x-ray", "dx": "x-ray", "mg": "x-ray", "radiograph": "x-ray",
-    "chest x-ray": "x-ray", "mammography": "x-ray", "mr": "mri", "us": "ultrasound", "derm": "dermoscopy",
-    "dermatoscope": "dermoscopy", "dermatology": "dermoscopy", "retina": "fundus", "fundus camera": "fundus",
-    "blood cell microscope": "microscopy", "blood": "microscopy", "cytology": "microscopy",
-    "pathology": "histopathology", "histology": "histopathology", "colon pathology": "histopathology",
-    "retinal oct": "oct", "photo": "natural", "photograph": "natural", "photography": "natural",
-    "abdominal ct": "ct", "sm": "histopathology", "op": "fundus", "xc": "natural", "ot": "other",
-}
+# Ordinal modality code: the position in the one shared vocabulary (imagesets.modality), so
+# the code, ``similarity.domain_distance`` and the meta-dataset's same-modality features agree.
+MODALITY_CODES: dict[str, int] = {m: i for i, m in enumerate(CANONICAL)}
 
 
 def modality_code(modality: str | None) -> float:
-    """Map a modality string (KB card or DICOM tag) to an ordinal code; NaN when unknown."""
-    if modality is None or (isinstance(modality, float) and math.isnan(modality)):
+    """Map a modality string (KB card or DICOM tag) to an ordinal code; NaN when unknown.
+
+    The first modality written counts ("ct/mr/ultrasound" -> ct); a term outside the
+    vocabulary is "other"."""
+    mods = modality_list(modality)
+    if not mods:
         return math.nan
-    m = str(modality).strip().lower()
-    if not m:
-        return math.nan
-    m = _SYNONYMS.get(m, m)
-    if m in MODALITY_CODES:
-        return float(MODALITY_CODES[m])
-    for tok in re.split(r"[^a-z\-]+", m):  # e.g. "ct/mr/ultrasound", "fundus photography"
-        tok = _SYNONYMS.get(tok, tok)
-        if tok in MODALITY_CODES:
-            return float(MODALITY_CODES[tok])
-    return float(MODALITY_CODES["other"])
+    return float(MODALITY_CODES.get(mods[0], MODALITY_CODES["other"]))
 
 
 @register("size")

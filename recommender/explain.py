@@ -13,7 +13,8 @@ import numpy as np
 
 # Public names for sources whose weights are not shipped in artifacts.
 PUBLIC_WEIGHTS: dict[str, str] = {
-    "imagenet": "ImageNet: torchvision ResNet50_Weights.IMAGENET1K_V2 / ResNet18_Weights.IMAGENET1K_V1",
+    # the weights experiments.models loads for pretrained=True (get_model_weights(arch).IMAGENET1K_V1)
+    "imagenet": "ImageNet: torchvision ResNet50_Weights.IMAGENET1K_V1 / ResNet18_Weights.IMAGENET1K_V1",
     "radimagenet": "RadImageNet ResNet-50 (github.com/BMEII-AI/RadImageNet)",
     "medmnist": "pretrain on all MedMNIST 2D sets but your target (pip install medmnist)",
     "stl10": "STL-10 (torchvision.datasets.STL10), pretrain yourself",
@@ -36,12 +37,10 @@ _PHRASES: list[tuple[str, str]] = [
     ("modality_prior", "source's standing on KB targets of the same modality"),
     ("profile_prior", "source's standing on KB targets that look like this one"),
     ("prior", "source's average standing on the KB's targets"),
-    ("logme", "LogME transferability"),
-    ("nleep", "N-LEEP transferability"),
-    ("leep", "LEEP transferability"),
-    ("nce", "NCE transferability"),
-    ("hscore", "H-score transferability"),
-    ("knn", "k-NN accuracy on source features"),
+    ("same_modality", "same imaging modality"),
+    ("same_domain", "same natural/medical domain"),
+    ("same_channels", "same number of colour channels"),
+    ("size_ratio", "source/target size ratio"),
     ("frechet", "Fréchet distance of probe embeddings"),
     ("mmd", "MMD between probe embeddings"),
     ("otdd", "label-aware OT dataset distance"),
@@ -65,7 +64,22 @@ _PHRASES: list[tuple[str, str]] = [
     ("lbp", "LBP texture"),
     ("spectrum", "power-spectrum slope"),
     ("separab", "class separability"),
+    ("fisher", "class separability (Fisher ratio)"),
+    ("nn1", "class separability (1-NN accuracy)"),
+    ("silhouette", "class separability (silhouette)"),
+    ("dist_ot", "OT distance of probe embeddings"),
 ]
+
+
+# Pair features matched by whole name only: "nce" is inside "variance", "lp" and "fu" inside
+# many words. The study estimators (fu ... sfda) come from Juodelyte et al. 2024's own files.
+_EXACT: dict[str, str] = {
+    "logme": "LogME transferability", "nleep": "N-LEEP transferability", "leep": "LEEP transferability",
+    "nce": "NCE transferability", "hscore": "H-score transferability",
+    "knn_acc": "k-NN accuracy on source features", "knn_accuracy": "k-NN accuracy on source features",
+    "fu": "feature-reuse score (study)", "lp": "linear-probe accuracy (study)",
+    "parc": "PARC transferability", "ncti": "NCTI transferability", "sfda": "SFDA transferability",
+}
 
 
 def weights_location(source: str, checkpoint: str | None) -> str:
@@ -79,21 +93,32 @@ def weights_location(source: str, checkpoint: str | None) -> str:
     return f"pretrain on '{source}' (catscans build-matrix)"
 
 
+_SIDES = (("src_", "source "), ("tgt_", "target "), ("pair_absdiff_", "source–target gap in "),
+          ("pair_diff_", "source–target gap in "), ("absdiff_", "source–target gap in "),
+          ("diff_", "source–target gap in "))
+
+
 def describe_feature(name: str) -> str:
-    """A short phrase for a meta-model feature column name."""
+    """A short phrase for a meta-model feature column name.
+
+    The meta-dataset names |src − tgt| meta-feature differences ``pair_absdiff_<group.name>``
+    (see ``model.meta_dataset``), so that prefix is matched whole before the phrase lookup;
+    a within-target standardised copy (``_tz``) reads as its base feature.
+    """
     side = ""
     name = name.removeprefix("fold_")
-    if name.startswith("src_"):
-        side = "source "
-    elif name.startswith("tgt_"):
-        side = "target "
-    elif name.startswith("diff_") or name.startswith("absdiff_"):
-        side = "source–target gap in "
+    for prefix, words in _SIDES:
+        if name.startswith(prefix):
+            side, name = words, name[len(prefix):]
+            break
     low = name.lower()
+    base = low.removeprefix("pair_").removesuffix("_tz")
+    if base in _EXACT:
+        return side + _EXACT[base] + (" (relative to the other candidates)" if low.endswith("_tz") else "")
     for key, phrase in _PHRASES:
         if key in low:
             return side + phrase
-    base = re.sub(r"^(src_|tgt_|pair_|diff_|absdiff_)", "", name)
+    base = re.sub(r"^pair_", "", name)
     return side + base.replace("_", " ").replace(".", " ")
 
 

@@ -159,7 +159,9 @@ def _target_card_for_model(imageset: ImageSet) -> dict:
     """
     c = imageset.card
     modality = max(c.modalities, key=c.modalities.get) if c.modalities else ""
-    med = np.median([c.native_size.get("median_height", imageset.side), c.native_size.get("median_width", imageset.side)])
+    from recommender.model.meta_dataset import native_resolution
+
+    med = native_resolution(c.native_size, imageset.side)  # card keys are h_median/w_median
     return {
         "name": c.name, "role": "target", "domain": "medical", "modality": modality,
         "n_images": c.n_images, "n_classes": c.n_classes if c.labelled else np.nan,

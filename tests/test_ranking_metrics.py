@@ -19,6 +19,7 @@ from recommender.evaluation import (
     rank_metrics,
     summarise,
 )
+from recommender.evaluation.ranking_metrics import comparability_notes, format_ci, n_used
 from recommender.model import static_scores
 
 TRUTH = np.array([0.91, 0.95, 0.80, 0.88, 0.93])
@@ -40,9 +41,75 @@ def test_hand_computed_case_and_scipy_default_tau_w():
     assert m["top1"] == 0 and m["top3"] == 1
     assert m["regret"] == pytest.approx(0.95 - 0.93)
     assert m["tau_w"] == pytest.approx(weightedtau(score, TRUTH)[0])
-    # missing scores rank last, missing truths are dropped
-    m2 = rank_metrics([np.nan, 1.0, 0.0], [0.9, 0.8, np.nan])
-    assert m2["n_sources"] == 2 and m2["top1"] == 0
+    # missing truths are dropped; a missing score gets no rank and is counted
+    m2 = rank_metrics([np.nan, 1.0, 0.0, 0.5], [0.9, 0.8, np.nan, 0.7])
+    assert m2["n_sources"] == 2 and m2["n_unscored"] == 1 and m2["top1"] == 1
+
+
+def test_unscored_candidates_are_left_out_not_ranked_last():
+    """Issue 13: a similarity that exists for 3 of 5 sources was ranked with the other 2 last.
+
+    Its three scores order those three perfectly; the two it never scored happen to be the
+    best sources. Ranked last they made τw strongly negative; left out, τw is 1 over the 3
+    it scored, and the 2 are counted."""
+    truth = np.array([0.99, 0.98, 0.80, 0.85, 0.90])
+    score = np.array([np.nan, np.nan, 1.0, 2.0, 3.0])
+    m = rank_metrics(score, truth)
+    assert m["tau_w"] == pytest.approx(1.0) and m["n_sources"] == 3 and m["n_unscored"] == 2
+    old_way = rank_metrics(np.nan_to_num(score, nan=0.0), truth)  # what "rank last" gave
+    assert old_way["tau_w"] < 0
+
+
+def test_ndcg_gain_separates_random_from_perfect():
+    """Raw AUC as gain gave a random ranking NDCG@3 ≈ 0.97: it separated nothing."""
+    rng = np.random.default_rng(0)
+    truth = 0.9 + 0.09 * rng.random(14)  # AUCs 0.90–0.99, as on the Juodelyte targets
+    perfect = rank_metrics(truth, truth)["ndcg3"]
+    rand = [rank_metrics(rng.random(14), truth)["ndcg3"] for _ in range(400)]
+    expected = random_expected_metrics(truth)["ndcg3"]
+    assert perfect == pytest.approx(1.0)
+    assert np.mean(rand) < 0.7 and expected < 0.7  # far below a perfect ranking
+    assert np.mean(rand) == pytest.approx(expected, abs=0.03)  # the closed form is the MC mean
+    assert rank_metrics(-truth, truth)["ndcg3"] < 0.2  # the reversed ranking near the floor
+
+
+def test_nan_tau_w_is_counted_not_dropped_silently():
+    """Constant scores on a target give τw = NaN: the mean is over the others and says so."""
+    per = pd.DataFrame({"method": "m", "target": list("abcdef"), "tau_w": [0.5, np.nan, 0.3, np.nan, 0.1, 0.3],
+                        "kendall": 0.0, "spearman": 0.0, "top1": 1.0, "top3": 1.0, "regret": 0.0,
+                        "ndcg3": 1.0, "n_sources": 5.0, "n_unscored": 0.0})
+    s = summarise(per).iloc[0]
+    assert s["n_targets"] == 6 and s["tau_w_n"] == 4 and s["tau_w"] == pytest.approx(0.3)
+    assert n_used(s) == "4/6" and n_used(s, "regret") == "6"
+    notes = " ".join(comparability_notes(summarise(per), per))
+    assert "m 4/6" in notes
+
+
+def test_no_interval_below_five_targets():
+    """cats-scans2021 printed top-1 '1.000 [1.000, 1.000]' over 3 targets."""
+    assert all(math.isnan(x) for x in bootstrap_ci([1.0, 1.0, 1.0]))
+    assert all(math.isnan(x) for x in bootstrap_ci([0.2, 0.4, 0.6, 0.8]))
+    assert all(math.isfinite(x) for x in bootstrap_ci([0.2, 0.4, 0.6, 0.8, 0.5]))
+    assert format_ci(1.0, *bootstrap_ci([1.0, 1.0, 1.0])) == "1.000 (n too small for an interval)"
+    per = pd.DataFrame({"method": "m", "target": list("abc"), "tau_w": 1.0, "kendall": 1.0, "spearman": 1.0,
+                        "top1": 1.0, "top3": 1.0, "regret": 0.0, "ndcg3": 1.0})
+    s = summarise(per).iloc[0]
+    assert math.isnan(s["top1_lo"]) and math.isnan(s["top1_hi"])
+
+
+def test_methods_on_fewer_targets_or_with_unscored_candidates_are_flagged():
+    rows = []
+    for t in "abcdef":
+        rows.append({"method": "static", "target": t} | rank_metrics(TRUTH, TRUTH))
+    for t in "ab":
+        rows.append({"method": "most_similar:x", "target": t}
+                    | rank_metrics(np.array([np.nan, 1.0, 0.0, np.nan, 2.0]), TRUTH))
+    per = pd.DataFrame(rows)
+    s = summarise(per)
+    assert s.set_index("method").loc["most_similar:x", "n_unscored"] == 4
+    notes = " ".join(comparability_notes(s, per))
+    assert "most_similar:x (2)" in notes and "all 6 targets" in notes
+    assert "most_similar:x 4 of 10" in notes
 
 
 def test_random_expectation_matches_full_enumeration():

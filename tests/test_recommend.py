@@ -39,9 +39,18 @@ def test_labelled_folder_ranks_every_source_with_intervals(tmp_path: Path) -> No
     assert [r["rank"] for r in ranking] == list(range(1, len(ranking) + 1))
     assert {r["source"] for r in ranking} == set(load_kb("juodelyte2024").sources)
     for r in ranking:
-        assert r["lo80"] <= r["predicted_auc"] <= r["hi80"]
-        assert 0.0 <= r["lo80"] and r["hi80"] <= 1.0
         assert r["reasons"] and r["weights"]
+    # `lo80 <= pred <= hi80` held by clamping and proved nothing; these can fail:
+    # the predicted column orders like the ranking,
+    preds = [r["predicted_auc"] for r in ranking]
+    assert preds == sorted(preds, reverse=True)
+    # and an interval is shown only when its coverage was measured, and is then a real one
+    shown = [r for r in ranking if r.get("lo80") is not None and r.get("hi80") is not None]
+    if shown:
+        iv = rec.get("interval") or {}
+        assert 0.0 <= float(iv["coverage"]) <= 1.0 and int(iv["n_cells"]) > 0
+        assert len(shown) == len(ranking)
+        assert all(0.0 <= r["lo80"] < r["hi80"] <= 1.0 for r in shown)
     assert sum(r["static_pick"] for r in ranking) == 1
     assert rec["validation"]["n_targets"] == 12
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,18 +13,20 @@ from recommender.cli._common import FormatOpt, df_table, emit, err, handle_error
 
 
 def _ci(mean: float, lo: float, hi: float, fmt: str = "{:.3f}") -> str:
-    if not np.isfinite(mean):
-        return "—"
-    return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+    from recommender.evaluation.ranking_metrics import format_ci  # no CI below 5 targets
+
+    return format_ci(mean, lo, hi, fmt)
 
 
 def ranking_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Method × mean metrics with 95% CIs, as display strings."""
+    from recommender.evaluation.ranking_metrics import n_used
+
     rows = []
     for r in summary.itertuples(index=False):
         d = r._asdict()
         rows.append({
-            "method": d["method"], "n targets": str(d["n_targets"]),
+            "method": d["method"], "n targets": n_used(d),  # 'used/total' when some τw are NaN
             "τw": _ci(d["tau_w"], d["tau_w_lo"], d["tau_w_hi"]),
             "Kendall τ": f"{d['kendall']:.3f}",
             "Spearman ρ": f"{d['spearman']:.3f}",
@@ -103,6 +104,7 @@ def register(app: typer.Typer) -> None:
         """Validate the meta-model and every baseline leave-one-target-out; correlate features with transfer."""
         from experiments.knowledge_base import load_kb
         from recommender.evaluation import correlation_report, loto, summarise, tuning
+        from recommender.evaluation.ranking_metrics import comparability_notes, n_used
         from recommender.model import build_meta_dataset, models_dir
 
         kbase = load_kb(kb)
@@ -157,11 +159,12 @@ def register(app: typer.Typer) -> None:
                      f"80% AUC band of the meta regressor covered {result.coverage80:.0%} of "
                      f"{result.n_cells} held-out cells.",
                      "Random = expected value of a uniformly random ranking (exact except τw: "
-                     "mean of 2,000 seeded permutations).", *result.notes]
+                     "mean of 2,000 seeded permutations).", *result.notes,
+                     *comparability_notes(summary, per_target)]
         if external is not None:
             ext = summary[summary["method"] == external["method"].iloc[0]].iloc[0]
-            sentences.insert(0, f"{scores}: mean τw {ext['tau_w']:.3f} [95% CI {ext['tau_w_lo']:.3f}, "
-                                f"{ext['tau_w_hi']:.3f}] over {int(ext['n_targets'])} targets.")
+            sentences.insert(0, f"{scores}: mean τw {_ci(ext['tau_w'], ext['tau_w_lo'], ext['tau_w_hi'])} "
+                                f"over {n_used(ext)} targets ([95% bootstrap CI over targets]).")
         rank_tbl, pt_tbl, corr_tbl = (ranking_table(summary),
                                       per_target_table(result.per_target, result.predictions),
                                       correlation_table(corr))

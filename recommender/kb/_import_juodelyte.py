@@ -6,10 +6,18 @@ cell under the manifest metric ``roc_auc`` so ``matrix()`` equals the paper's ta
 every grid run under ``roc_auc_run`` so the spread across runs is available. The import
 also checks which run the paper picked (the one with the lowest validation loss) and
 records how many cells follow that rule.
+
+Pair features: the study's LogME (``logme_dataset.csv``) and its seven other estimators
+(``estimators/<name>_dataset.csv``: feature reuse, linear probe, LEEP, N-LEEP, PARC, NCTI,
+SFDA), each a ``transferability`` feature with its file in the provenance, so they are
+meta-model inputs and ``estimate:<name>`` baselines in ``evaluate-meta``. organamnist,
+organcmnist and organsmnist are three planes of the same abdominal CT volumes, so the
+manifest declares them twins (one leave-one-group-out group).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +50,13 @@ IMAGE_SETS = {"pneumoniamnist": "pneumoniamnist", "breastmnist": "breastmnist",
               "retinamnist": "retinamnist", "dermamnist": "ham10000_derm", "bloodmnist": "pbc_blood"}
 RUN_FILE = "finetune_runs/fined_{short}.csv"
 N_CELLS = len(SOURCES) * len(TARGETS) - len(TARGETS)  # 168: self-pairs are empty
+# The study's estimator files beside logme_dataset.csv (kb/README.md), same wide layout.
+ESTIMATOR_FILES = {"fu": "feature reuse", "lp": "linear probe", "leep": "LEEP", "nleep": "N-LEEP",
+                   "parc": "PARC", "ncti": "NCTI", "sfda": "SFDA"}
+ESTIMATOR_DIR = "estimators"
+# Axial, coronal and sagittal slices of the same LiTS CT volumes (MedMNIST v2 paper): near-
+# duplicates that must be held out together. Pairs, as KnowledgeBase.groups reads them.
+TWINS = [["organamnist", "organcmnist"], ["organamnist", "organsmnist"], ["organcmnist", "organsmnist"]]
 
 # Modality from MedMNIST's own description text, first match wins.
 _MODALITY_RULES = [
@@ -60,15 +75,16 @@ def _modality(description: str) -> str:
 
 
 def _medmnist_info() -> tuple[str, dict]:
-    """(version, INFO) of the ``medmnist`` package, via imagesets' one loader of that table."""
-    from imagesets import UserError, medmnist_info
-
-    try:
-        info, _root, version = medmnist_info()
-    except UserError as exc:
-        raise KBImportError("the juodelyte2024 cards need the 'medmnist' package "
-                            "(pip install -e '.[medmnist]')") from exc
-    return version, info
+    """``medmnist.info`` loaded on its own: the package ``__init__`` imports torch and sklearn
+    (about 10 s on a loaded 2-core machine), while the metadata is one dependency-free file."""
+    spec = importlib.util.find_spec("medmnist")
+    if spec is None or not spec.submodule_search_locations:
+        raise KBImportError("the juodelyte2024 cards need the 'medmnist' package (pip install -e '.[medmnist]')")
+    path = Path(next(iter(spec.submodule_search_locations))) / "info.py"
+    info_spec = importlib.util.spec_from_file_location("_catscans_medmnist_info", path)
+    module = importlib.util.module_from_spec(info_spec)
+    info_spec.loader.exec_module(module)
+    return str(module.__version__), module.INFO
 
 
 def medmnist_cards() -> list[dict]:
@@ -158,6 +174,19 @@ def selection_rule_check(cells: pd.DataFrame, runs: pd.DataFrame) -> tuple[int, 
     return n_rule, any_hit
 
 
+def _pair_file(src: Path, rel: str, feature: str) -> pd.DataFrame:
+    """One wide (source x target) score file of the study as transferability pair-feature rows."""
+    long = wide_to_long(read_study_csv(src / rel), rel)
+    unknown = sorted(set(long["source"]) - set(SOURCES)) + sorted(set(long["target"]) - set(TARGETS))
+    if unknown:
+        raise KBImportError(f"{rel}: unexpected source/target name(s) {', '.join(unknown)}")
+    return pd.DataFrame({
+        "source": long["source"], "target": long["target"], "feature": feature,
+        "value": long["value"].astype(float), "kind": "transferability",
+        "provenance": f"{STUDY}; {rel} @ {REPO}@{COMMIT[:7]}",
+    })
+
+
 def import_juodelyte2024(src: str | Path) -> KnowledgeBase:
     """Transcribe ``../shared/data/kb/juodelyte2024`` into a KnowledgeBase (not yet saved)."""
     src = Path(src)
@@ -171,12 +200,9 @@ def import_juodelyte2024(src: str | Path) -> KnowledgeBase:
                                 protocol=runs["protocol"], study=STUDY, file=runs["file"], commit=COMMIT))
     n_rule, n_any = selection_rule_check(cells, runs)
 
-    logme = wide_to_long(read_study_csv(src / "logme_dataset.csv"), "logme_dataset.csv")
-    pair = pd.DataFrame({
-        "source": logme["source"], "target": logme["target"], "feature": "logme",
-        "value": logme["value"].astype(float), "kind": "transferability",
-        "provenance": f"{STUDY}; logme_dataset.csv @ {REPO}@{COMMIT[:7]}",
-    })
+    logme = _pair_file(src, "logme_dataset.csv", "logme")
+    estimators = {f: _pair_file(src, f"{ESTIMATOR_DIR}/{f}_dataset.csv", f) for f in ESTIMATOR_FILES}
+    pair = pd.concat([logme, *estimators.values()], ignore_index=True)
     datasets = cards_frame(_other_cards() + medmnist_cards())
     per_cell = runs.groupby(["source", "target"]).size()
     manifest = {
@@ -188,14 +214,21 @@ def import_juodelyte2024(src: str | Path) -> KnowledgeBase:
                             "hyper-parameter grid (not seeds); its spread is hyper-parameter sensitivity"),
         "architecture": ARCH, "protocol": PROTOCOL, "self_pairs": False,
         "provenance": {"study": STUDY, "title": TITLE, "repository": REPO, "commit": COMMIT, "licence": "MIT",
-                       "files": ["aucs_dataset.csv", "logme_dataset.csv", "finetune_runs/fined_<target>.csv"]},
+                       "files": ["aucs_dataset.csv", "logme_dataset.csv", "finetune_runs/fined_<target>.csv",
+                                 *(f"{ESTIMATOR_DIR}/{f}_dataset.csv" for f in ESTIMATOR_FILES)]},
         "sources": SOURCES, "targets": TARGETS,
+        "twins": TWINS,
+        "twins_note": ("organamnist/organcmnist/organsmnist: axial/coronal/sagittal views of the same "
+                       "CT volumes, held out together in every leave-one-group-out evaluation"),
+        "estimators": {f: f"{name} ({ESTIMATOR_DIR}/{f}_dataset.csv)" for f, name in ESTIMATOR_FILES.items()},
         "checks": {
             "cells": f"{len(cells)} filled cells = 15 x 12 - 12 self-pairs",
             "selection_rule": (f"{n_rule}/{len(cells)} published cells equal the test AUC of the grid run "
                                f"with the lowest val_loss; {n_any}/{len(cells)} equal some run's test AUC"),
             "runs_per_cell": f"min {int(per_cell.min())}, max {int(per_cell.max())}, total {len(runs)}",
-            "logme_cells": f"{len(pair)} (self-pairs included as published; chestmnist has none)",
+            "logme_cells": f"{len(logme)} (self-pairs included as published; chestmnist has none)",
+            "estimator_cells": ", ".join(f"{f} {len(e)}" for f, e in estimators.items())
+            + " (as published: 11 targets, chestmnist has none; lp and ncti leave self-pairs empty)",
         },
     }
     return KnowledgeBase(name=NAME, records=pd.concat(records, ignore_index=True), datasets=datasets,

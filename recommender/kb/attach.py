@@ -10,6 +10,13 @@ Stand-ins: when ``image_set`` differs from the dataset's name (ham10000_derm for
 pbc_blood for bloodmnist, dtd_10class for textures...), the shared file is a stratified
 subsample, so class-count features (imbalance, class entropy) are left NaN and counts,
 classes and channels come from the KB card, which describes the real dataset.
+
+Label-based meta-features of a KB *target* (the ``label`` group: class separability on
+probe features; and the class-count features) are computed on the rows its KB's protocol
+fine-tunes on (:func:`protocol_train_rows`), never on its test images: a user's folder is
+all training data, and a KB target's test labels are what its AUC is measured on. When the
+target's image set is not under the data folder they are left NaN rather than taken from
+the all-rows profile.
 """
 
 from __future__ import annotations
@@ -23,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, kb_lock, list_kbs, load_kb
-from imagesets import ImageSet, atomic_path, default_data_dir
+from experiments.derived import DERIVED, derive, is_derived, root_of
+from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, list_kbs, load_kb
+from imagesets import ImageSet, default_data_dir
 from meta_features import (
     PROFILE_SIDE,
-    SIMILARITIES,
     CheckpointFeatureError,
     DatasetProfile,
     build_shipped_profiles,
@@ -51,8 +58,10 @@ from meta_features.transferability import (
 
 log = logging.getLogger(__name__)
 
-SIMILARITY_FEATURES = list(SIMILARITIES)  # every registered profile similarity (meta_features)
+SIMILARITY_FEATURES = ["sim_cosine_meta", "dist_euclid_meta", "dist_frechet", "dist_mmd", "dist_otdd", "dist_ot"]
 STAND_IN_NAN = ["dataset.imbalance_ratio", "dataset.class_entropy"]
+LABEL_GROUP = "label"
+CLASS_COUNT_FEATURES = STAND_IN_NAN  # computed from labels: training rows only for targets
 
 
 def _num(v) -> float:
@@ -88,12 +97,87 @@ def kb_meta_row(card: dict, profile: DatasetProfile | None, columns: list[str]) 
     return row
 
 
+def protocol_train_rows(kb: KnowledgeBase) -> Callable[[ImageSet], np.ndarray]:
+    """Rows of a target's image set that ``kb``'s protocol fine-tunes on.
+
+    A KB measured by ``build-matrix`` names its protocol (split fractions and seed): the same
+    seeded ``fixed_split`` then gives exactly its training rows. A published study's KB: the
+    set's own train split (MedMNIST's, from which Juodelyte et al. drew their 100 per class),
+    else a seeded stratified 70% (:func:`meta_features.transferability.train_rows`).
+    """
+    proto = kb.manifest.get("protocol") or {}
+    if isinstance(proto, dict) and "evaluation" in proto and "seed" in proto:
+        from experiments.data import fixed_split
+
+        frac, seed = tuple(proto["evaluation"]["split"]), int(proto["seed"])
+        return lambda ds: np.flatnonzero(fixed_split(ds, frac, seed) == "train")
+    return lambda ds: train_rows(ds, 0)
+
+
+def train_label_features(imageset: ImageSet, rows: np.ndarray, stand_in: bool = False) -> pd.Series:
+    """Label-group meta-features and class-count features on ``rows`` of ``imageset`` only."""
+    from meta_features import extract_meta_features
+    from meta_features.dataset_features import class_balance
+
+    sub = imageset.subset(np.asarray(rows))
+    out = extract_meta_features(sub, groups=[LABEL_GROUP])
+    if sub.labels is not None and not stand_in:
+        counts = np.bincount(np.asarray(sub.labels, dtype=np.int64), minlength=max(sub.n_classes, 1))
+        out = pd.concat([out, pd.Series({f"dataset.{k}": v for k, v in class_balance(counts).items()})])
+    else:
+        out = pd.concat([out, pd.Series(math.nan, index=CLASS_COUNT_FEATURES)])
+    return out.astype(float)
+
+
+def _label_columns(columns: list[str]) -> list[str]:
+    return [c for c in columns if c.startswith(f"{LABEL_GROUP}.") or c in CLASS_COUNT_FEATURES]
+
+
+def _train_only_labels(kb: KnowledgeBase, cards: dict[str, dict], rows: dict[str, pd.Series],
+                       columns: list[str], data_dir: Path | None) -> None:
+    """Replace each KB target's label-based features by their training-rows values (in place)."""
+    label_cols = _label_columns(columns)
+    split = protocol_train_rows(kb)
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    for t in kb.targets:
+        if t not in rows:
+            continue
+        stem = _stem(cards.get(t, {})) or t
+        had = bool(rows[t][label_cols].notna().any())
+        rows[t][label_cols] = math.nan
+        full = _read_labelled(t, stem, data)
+        if full is None:
+            if had:
+                log.warning("label meta-features of target %s left NaN: its image set is not under %s", t, data)
+            continue
+        vals = train_label_features(full, split(full), stand_in=stem not in (t, root_of(t)))
+        rows[t].update(vals.reindex(label_cols))
+
+
+def _read_labelled(name: str, stem: str, data: Path) -> ImageSet | None:
+    """The KB dataset's images as its protocol reads them: the shared npz, or a derived task
+    (``experiments.derived``) cut from its parent; None when absent or unlabelled."""
+    from imagesets import read_imageset
+
+    if is_derived(name):
+        task = DERIVED[name]
+        parent = _read_labelled(task.parent, task.parent, data)
+        return None if parent is None else derive(parent, task)
+    path = data / f"{stem}.npz"
+    if not path.is_file():
+        return None
+    full = read_imageset(path, side=PROFILE_SIDE, channels="keep", name=stem)
+    return full if full.labels is not None else None
+
+
 def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None,
-                 scaler: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 scaler: dict | None = None, data_dir: str | Path | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write meta_features.csv and similarity/domain pair features into KB ``kb_name``.
 
     Idempotent: rows of the features written here are replaced, other rows/columns kept.
-    Returns (meta_features, pair_features) as written.
+    Label-based features of the KB's targets come from their training rows under
+    ``data_dir`` (default: the shared data folder). Returns (meta_features, pair_features).
     """
     kb = load_kb(kb_name)
     profiles = profiles if profiles is not None else load_shipped_profiles()
@@ -101,6 +185,7 @@ def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None
     columns = [c for names in list_meta_features().values() for c in names]
     cards = {str(r["name"]): r for r in kb.datasets.to_dict("records")}
     rows = {name: kb_meta_row(card, profiles.get(_stem(card) or ""), columns) for name, card in cards.items()}
+    _train_only_labels(kb, cards, rows, columns, data_dir)
     meta = pd.DataFrame(rows).T.rename_axis("dataset").reset_index()
     old = kb.meta_features
     if old is not None and len(old) and "dataset" in old.columns:
@@ -123,30 +208,15 @@ def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None
             if math.isfinite(v):
                 new_rows.append([s, t, k, v, "similarity", f"{prov}: {ps.name} vs {pt.name}"])
     mine = set(SIMILARITY_FEATURES) | {"domain_distance"}
-    pf = _replace_pair_rows(kb, lambda old: old["feature"].isin(mine),
-                            pd.DataFrame(new_rows, columns=PAIR_COLUMNS), meta=meta)
+    pf = kb.pair_features
+    pf = pf[~pf["feature"].isin(mine)] if len(pf) else pd.DataFrame(columns=PAIR_COLUMNS)
+    pf = pd.concat([pf, pd.DataFrame(new_rows, columns=PAIR_COLUMNS)], ignore_index=True)
+
+    for fname, df in {"meta_features.csv": meta, "pair_features.csv": pf.reindex(columns=PAIR_COLUMNS)}.items():
+        tmp = kb.path / (fname + ".tmp")
+        df.to_csv(tmp, index=False)  # full precision: other helpers' rows must round-trip exactly
+        os.replace(tmp, kb.path / fname)
     return meta, pf
-
-
-def _replace_pair_rows(kb: KnowledgeBase, mine: Callable[[pd.DataFrame], pd.Series],
-                       new: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Under the KB's lock: re-read pair_features.csv, drop the rows ``mine`` selects, add
-    ``new``, write it (and ``meta`` as meta_features.csv) atomically. Re-reading inside the
-    lock keeps the rows another writer (attach vs score) added since this KB was loaded."""
-    path = Path(kb.path) / "pair_features.csv"
-    with kb_lock(kb):
-        old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=PAIR_COLUMNS)
-        old = old.reindex(columns=PAIR_COLUMNS)
-        keep = old[~mine(old)] if len(old) else old
-        pf = pd.concat([keep, new], ignore_index=True) if len(keep) else new.reindex(columns=PAIR_COLUMNS)
-        tables = {"pair_features.csv": pf.reindex(columns=PAIR_COLUMNS)}
-        if meta is not None:
-            tables = {"meta_features.csv": meta, **tables}
-        for fname, df in tables.items():
-            with atomic_path(Path(kb.path) / fname) as tmp:
-                df.to_csv(tmp, index=False)  # full precision: other helpers' rows must round-trip exactly
-    kb.pair_features = pf
-    return pf
 
 
 def attach_all(kbs: list[str] | None = None, stems: list[str] | None = None,
@@ -238,7 +308,13 @@ def score_kb(
                 rows += [(src, tgt, f, v, KIND, prov) for f, v in scores.items()]
                 bar.advance(task)
     new = pd.DataFrame(rows, columns=PAIR_COLUMNS)
-    _replace_pair_rows(kb, lambda old: (old["kind"] == KIND) & old["feature"].isin(ESTIMATORS), new)
+    old = kb.pair_features.reindex(columns=PAIR_COLUMNS)
+    keep = old[~((old["kind"] == KIND) & old["feature"].isin(ESTIMATORS))]
+    merged = pd.concat([keep, new], ignore_index=True) if len(keep) else new
+    out = Path(kb.path) / "pair_features.csv"
+    tmp = out.with_name(out.name + ".tmp")
+    merged.to_csv(tmp, index=False)
+    os.replace(tmp, out)
     return new
 
 
@@ -274,15 +350,5 @@ def score_transferability(name: str, data_dir: str | Path | None = None, progres
     estimators then see exactly the training rows each target was fine-tuned on (the same
     seeded split), never its validation or test rows.
     """
-    from experiments.data import fixed_split
-
     kb = load_kb(name)
-    proto = kb.manifest.get("protocol") or {}
-    hook = None
-    if isinstance(proto, dict) and "evaluation" in proto and "seed" in proto:
-        frac, seed = tuple(proto["evaluation"]["split"]), int(proto["seed"])
-
-        def hook(ds):  # noqa: ANN001, ANN202
-            return np.flatnonzero(fixed_split(ds, frac, seed) == "train")
-
-    return score_kb(kb.path, data_dir=data_dir, progress=progress, train_split=hook)
+    return score_kb(kb.path, data_dir=data_dir, progress=progress, train_split=protocol_train_rows(kb))

@@ -21,6 +21,7 @@ import pandas as pd
 
 from experiments.knowledge_base import KnowledgeBase
 from imagesets import UserError
+from imagesets.modality import canonical_modality, same_modality
 
 
 class MetaDatasetError(UserError):
@@ -90,6 +91,23 @@ def card_features(card: dict) -> dict[str, float]:
     }
 
 
+def native_resolution(native_size: dict | None, default: float = math.nan) -> float:
+    """The card ``resolution`` of a read folder: median of its native median height and width.
+
+    ``imagesets`` cards store ``h_median``/``w_median``; reading any other key silently gave
+    every user target the side it was resized to (28)."""
+    ns = native_size or {}
+    vals = [float(ns[k]) for k in ("h_median", "w_median") if _finite(ns.get(k))]
+    return float(np.median(vals)) if vals else float(default)
+
+
+def _finite(v: object) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v)) and float(v) > 0
+    except (TypeError, ValueError):
+        return False
+
+
 def _text(card: dict, key: str) -> str:
     v = card.get(key, "")
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip().lower()
@@ -103,7 +121,8 @@ def _pair_card_features(src: dict, tgt: dict) -> dict[str, float]:
     cs, ct = card_features(src), card_features(tgt)
     return {
         "pair_same_domain": same("domain"),
-        "pair_same_modality": same("modality"),
+        # one vocabulary: a DICOM 'CR' target matches an 'x-ray' source, 'MR' matches 'mri'
+        "pair_same_modality": same_modality(src.get("modality"), tgt.get("modality")),
         "pair_same_channels": float(cs["channels"] == ct["channels"])
         if np.isfinite(cs["channels"]) and np.isfinite(ct["channels"]) else math.nan,
         "pair_log_size_ratio": cs["log_n_images"] - ct["log_n_images"],
@@ -295,7 +314,8 @@ def fold_features(md: MetaDataset, rows: pd.DataFrame, train_targets: list[str],
 
     ``fold_static_prior``: the source's mean column-z over training targets, leaving the row's
     own target out (no self-leak for training rows). ``fold_modality_prior``: the same over
-    training targets whose modality equals the row target's. ``fold_profile_prior``: a
+    training targets that share a modality with the row target (one vocabulary:
+    :mod:`imagesets.modality`). ``fold_profile_prior``: a
     weighted mean over training targets, weighted by how alike their pair-feature profiles
     (e.g. LogME of every source) are to the row target's. NaN when no column is left.
     """
@@ -306,12 +326,13 @@ def fold_features(md: MetaDataset, rows: pd.DataFrame, train_targets: list[str],
     out = rows.copy()
     out["fold_static_prior"] = _loo_mean(z, out, train_cols)
     cards = md.cards | (extra_cards or {})
-    modality = {t: _text(cards.get(t, {}), "modality") for t in set(out["target"]) | set(train_cols)}
+    modality = {t: canonical_modality(cards.get(t, {}).get("modality"))
+                for t in set(out["target"]) | set(train_cols)}
     mod_prior = np.full(len(out), np.nan)
     for mod in {modality[t] for t in out["target"]}:
         if not mod:
             continue
-        cols = [c for c in train_cols if modality[c] == mod]
+        cols = [c for c in train_cols if same_modality(modality[c], mod) == 1.0]
         sel = (out["target"].map(modality) == mod).to_numpy()
         if cols and sel.any():
             mod_prior[sel] = _loo_mean(z, out[sel], cols)
