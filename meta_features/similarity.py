@@ -15,12 +15,19 @@ symmetric; cosine similarity is 1 against itself.
   ``emd2``) with ground cost ||x - x'||^2 + W2^2 between the class-conditional Gaussians of y
   and y', debiased as d(A,B) - (d(A,A) + d(B,B)) / 2. NaN when either side is unlabelled;
   ``dist_ot`` is the same without labels and is always given.
+
+They live in one registry, :data:`SIMILARITIES`: adding one is a function
+``fn(source, target, scaler) -> float`` decorated with :func:`register_similarity` here.
+Its name says its direction (``sim_*``: higher = closer; ``dist_*``: lower = closer, 0 for
+a dataset against itself), which is how the meta-dataset orients pair features.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import ot
@@ -31,6 +38,38 @@ from threadpoolctl import threadpool_limits
 from meta_features.profiles import DatasetProfile, load_scaler
 
 MAX_POINTS = 500  # per side, for MMD and OT (seeded subsample)
+
+SimilarityFn = Callable[[DatasetProfile, DatasetProfile, "dict | None"], float]
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """One registered profile similarity; ``needs_labels``: NaN unless both sides are labelled."""
+
+    name: str
+    fn: SimilarityFn
+    needs_labels: bool = False
+
+    @property
+    def higher_is_closer(self) -> bool:
+        return self.name.startswith("sim_")
+
+
+SIMILARITIES: dict[str, Similarity] = {}
+
+
+def register_similarity(name: str, *, needs_labels: bool = False) -> Callable[[SimilarityFn], SimilarityFn]:
+    """Decorator: add ``fn(source, target, scaler) -> float`` to :data:`SIMILARITIES`."""
+    if not name.startswith(("sim_", "dist_")):
+        raise ValueError(f"similarity {name!r}: name it sim_* (higher = closer) or dist_* (lower = closer)")
+
+    def deco(fn: SimilarityFn) -> SimilarityFn:
+        if name in SIMILARITIES:
+            raise ValueError(f"similarity {name!r} is already registered")
+        SIMILARITIES[name] = Similarity(name, fn, needs_labels)
+        return fn
+
+    return deco
 
 
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:
@@ -182,17 +221,40 @@ def pair_similarities(source: DatasetProfile, target: DatasetProfile, scaler: di
 
 
 def _pair_similarities(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> dict[str, float]:
-    cos, euc = meta_similarity(source.meta, target.meta, scaler)
     labelled = source.labels is not None and target.labels is not None
-    return {
-        "sim_cosine_meta": cos,
-        "dist_euclid_meta": euc,
-        "dist_frechet": frechet_distance(source.embeddings, target.embeddings),
-        "dist_mmd": mmd_rbf(source.embeddings, target.embeddings),
-        "dist_otdd": ot_distance(source.embeddings, target.embeddings, source.labels, target.labels)
-        if labelled else math.nan,
-        "dist_ot": ot_distance(source.embeddings, target.embeddings),
-    }
+    scaler = scaler or (load_scaler() if any(n.endswith("_meta") for n in SIMILARITIES) else None)
+    return {name: (float(sim.fn(source, target, scaler)) if labelled or not sim.needs_labels else math.nan)
+            for name, sim in SIMILARITIES.items()}
+
+
+@register_similarity("sim_cosine_meta")
+def _sim_cosine_meta(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    return meta_similarity(source.meta, target.meta, scaler)[0]
+
+
+@register_similarity("dist_euclid_meta")
+def _dist_euclid_meta(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    return meta_similarity(source.meta, target.meta, scaler)[1]
+
+
+@register_similarity("dist_frechet")
+def _dist_frechet(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    return frechet_distance(source.embeddings, target.embeddings)
+
+
+@register_similarity("dist_mmd")
+def _dist_mmd(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    return mmd_rbf(source.embeddings, target.embeddings)
+
+
+@register_similarity("dist_otdd", needs_labels=True)
+def _dist_otdd(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    return ot_distance(source.embeddings, target.embeddings, source.labels, target.labels)
+
+
+@register_similarity("dist_ot")
+def _dist_ot(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    return ot_distance(source.embeddings, target.embeddings)
 
 
 def _norm(v) -> str | None:

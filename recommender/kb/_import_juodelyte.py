@@ -17,7 +17,6 @@ manifest declares them twins (one leave-one-group-out group).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -75,16 +74,15 @@ def _modality(description: str) -> str:
 
 
 def _medmnist_info() -> tuple[str, dict]:
-    """``medmnist.info`` loaded on its own: the package ``__init__`` imports torch and sklearn
-    (about 10 s on a loaded 2-core machine), while the metadata is one dependency-free file."""
-    spec = importlib.util.find_spec("medmnist")
-    if spec is None or not spec.submodule_search_locations:
-        raise KBImportError("the juodelyte2024 cards need the 'medmnist' package (pip install -e '.[medmnist]')")
-    path = Path(next(iter(spec.submodule_search_locations))) / "info.py"
-    info_spec = importlib.util.spec_from_file_location("_catscans_medmnist_info", path)
-    module = importlib.util.module_from_spec(info_spec)
-    info_spec.loader.exec_module(module)
-    return str(module.__version__), module.INFO
+    """(version, INFO) of the ``medmnist`` package, via imagesets' one loader of that table."""
+    from imagesets import UserError, medmnist_info
+
+    try:
+        info, _root, version = medmnist_info()
+    except UserError as exc:
+        raise KBImportError("the juodelyte2024 cards need the 'medmnist' package "
+                            "(pip install -e '.[medmnist]')") from exc
+    return version, info
 
 
 def medmnist_cards() -> list[dict]:

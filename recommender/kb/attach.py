@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from experiments.derived import DERIVED, derive, is_derived, root_of
-from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, list_kbs, load_kb
-from imagesets import ImageSet, default_data_dir
+from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, kb_lock, list_kbs, load_kb
+from imagesets import ImageSet, atomic_path, default_data_dir
 from meta_features import (
     PROFILE_SIDE,
+    SIMILARITIES,
     CheckpointFeatureError,
     DatasetProfile,
     build_shipped_profiles,
@@ -58,7 +59,7 @@ from meta_features.transferability import (
 
 log = logging.getLogger(__name__)
 
-SIMILARITY_FEATURES = ["sim_cosine_meta", "dist_euclid_meta", "dist_frechet", "dist_mmd", "dist_otdd", "dist_ot"]
+SIMILARITY_FEATURES = list(SIMILARITIES)  # every registered profile similarity (meta_features)
 STAND_IN_NAN = ["dataset.imbalance_ratio", "dataset.class_entropy"]
 LABEL_GROUP = "label"
 CLASS_COUNT_FEATURES = STAND_IN_NAN  # computed from labels: training rows only for targets
@@ -208,15 +209,30 @@ def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None
             if math.isfinite(v):
                 new_rows.append([s, t, k, v, "similarity", f"{prov}: {ps.name} vs {pt.name}"])
     mine = set(SIMILARITY_FEATURES) | {"domain_distance"}
-    pf = kb.pair_features
-    pf = pf[~pf["feature"].isin(mine)] if len(pf) else pd.DataFrame(columns=PAIR_COLUMNS)
-    pf = pd.concat([pf, pd.DataFrame(new_rows, columns=PAIR_COLUMNS)], ignore_index=True)
-
-    for fname, df in {"meta_features.csv": meta, "pair_features.csv": pf.reindex(columns=PAIR_COLUMNS)}.items():
-        tmp = kb.path / (fname + ".tmp")
-        df.to_csv(tmp, index=False)  # full precision: other helpers' rows must round-trip exactly
-        os.replace(tmp, kb.path / fname)
+    pf = _replace_pair_rows(kb, lambda old: old["feature"].isin(mine),
+                            pd.DataFrame(new_rows, columns=PAIR_COLUMNS), meta=meta)
     return meta, pf
+
+
+def _replace_pair_rows(kb: KnowledgeBase, mine: Callable[[pd.DataFrame], pd.Series],
+                       new: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Under the KB's lock: re-read pair_features.csv, drop the rows ``mine`` selects, add
+    ``new``, write it (and ``meta`` as meta_features.csv) atomically. Re-reading inside the
+    lock keeps the rows another writer (attach vs score) added since this KB was loaded."""
+    path = Path(kb.path) / "pair_features.csv"
+    with kb_lock(kb):
+        old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=PAIR_COLUMNS)
+        old = old.reindex(columns=PAIR_COLUMNS)
+        keep = old[~mine(old)] if len(old) else old
+        pf = pd.concat([keep, new], ignore_index=True) if len(keep) else new.reindex(columns=PAIR_COLUMNS)
+        tables = {"pair_features.csv": pf.reindex(columns=PAIR_COLUMNS)}
+        if meta is not None:
+            tables = {"meta_features.csv": meta, **tables}
+        for fname, df in tables.items():
+            with atomic_path(Path(kb.path) / fname) as tmp:
+                df.to_csv(tmp, index=False)  # full precision: other helpers' rows must round-trip exactly
+    kb.pair_features = pf
+    return pf
 
 
 def attach_all(kbs: list[str] | None = None, stems: list[str] | None = None,
@@ -308,13 +324,7 @@ def score_kb(
                 rows += [(src, tgt, f, v, KIND, prov) for f, v in scores.items()]
                 bar.advance(task)
     new = pd.DataFrame(rows, columns=PAIR_COLUMNS)
-    old = kb.pair_features.reindex(columns=PAIR_COLUMNS)
-    keep = old[~((old["kind"] == KIND) & old["feature"].isin(ESTIMATORS))]
-    merged = pd.concat([keep, new], ignore_index=True) if len(keep) else new
-    out = Path(kb.path) / "pair_features.csv"
-    tmp = out.with_name(out.name + ".tmp")
-    merged.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    _replace_pair_rows(kb, lambda old: (old["kind"] == KIND) & old["feature"].isin(ESTIMATORS), new)
     return new
 
 

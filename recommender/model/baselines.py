@@ -10,12 +10,46 @@ source cannot touch its own ranking either.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from recommender.model.meta_dataset import MetaDataset, column_z, held_out_with_twins
 
 KIND_PREFIX = {"similarity": "most_similar", "expert": "expert", "transferability": "estimate"}
+
+BaselineFn = Callable[[MetaDataset, str, pd.DataFrame, set[str]], "pd.Series | dict[str, pd.Series] | None"]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One registered rule: ``fn(md, target, test_rows, twins)`` gives scores over
+    ``test_rows``' sources (a Series), several named ones (a family: one per pair feature),
+    or None when it does not apply to this KB. ``column``: the feature-row column and sign
+    that reproduce it on a new target's rows (None: not shippable by ``recommend``)."""
+
+    name: str
+    fn: BaselineFn
+    column: tuple[str, int] | None = None
+    family: bool = False
+
+
+BASELINES: dict[str, Baseline] = {}
+
+
+def register_baseline(name: str, *, column: tuple[str, int] | None = None,
+                      family: bool = False) -> Callable[[BaselineFn], BaselineFn]:
+    """Decorator: adding a baseline is one function here (LOTO scores every registered one)."""
+
+    def deco(fn: BaselineFn) -> BaselineFn:
+        if name in BASELINES:
+            raise ValueError(f"baseline {name!r} is already registered")
+        BASELINES[name] = Baseline(name, fn, column, family)
+        return fn
+
+    return deco
 
 
 def static_scores(matrix: pd.DataFrame, target: str, strict: bool = False,
@@ -61,27 +95,59 @@ def pair_method_name(md: MetaDataset, feature: str) -> str:
     return f"{KIND_PREFIX.get(md.pair_kinds.get(feature, ''), 'pair')}:{feature}"
 
 
+@register_baseline("static", column=("fold_static_prior", 1))
+def _static(md: MetaDataset, target: str, test_rows: pd.DataFrame, twins: set[str]) -> pd.Series:
+    return static_scores(md.matrix, target, strict=False, exclude=twins)
+
+
+@register_baseline("static_strict", column=("fold_static_prior", 1))
+def _static_strict(md: MetaDataset, target: str, test_rows: pd.DataFrame, twins: set[str]) -> pd.Series:
+    return static_scores(md.matrix, target, strict=True, exclude=twins)
+
+
+@register_baseline("largest_source", column=("src_log_n_images", 1))
+def _largest(md: MetaDataset, target: str, test_rows: pd.DataFrame, twins: set[str]) -> pd.Series:
+    return largest_source_scores(test_rows)
+
+
+@register_baseline("always_imagenet")
+def _always_imagenet(md: MetaDataset, target: str, test_rows: pd.DataFrame,
+                     twins: set[str]) -> pd.Series | None:
+    """The seed study's finding as a rule: ImageNet first, every other source tied."""
+    src = test_rows["source"]
+    if "imagenet" not in set(src):
+        return None
+    return pd.Series((src == "imagenet").astype(float).to_numpy(), index=src.to_numpy(),
+                     name="always_imagenet")
+
+
+@register_baseline("pair_feature", family=True)
+def _pair_features(md: MetaDataset, target: str, test_rows: pd.DataFrame,
+                   twins: set[str]) -> dict[str, pd.Series]:
+    """One baseline per KB pair feature measured for this target ('most_similar:dist_mmd', ...)."""
+    return {pair_method_name(md, f): pair_feature_scores(test_rows, f, md.pair_directions[f])
+            for f in md.pair_features
+            if f"pair_{f}" in test_rows and test_rows[f"pair_{f}"].notna().any()}
+
+
 def baseline_scores(md: MetaDataset, target: str, test_rows: pd.DataFrame) -> dict[str, pd.Series]:
-    """Every deterministic baseline's scores for held-out ``target`` over ``test_rows``' sources."""
+    """Every registered baseline's scores for held-out ``target`` over ``test_rows``' sources."""
     twins = held_out_with_twins([target], md.twins) - {target}
     cand = list(test_rows["source"])
-    out: dict[str, pd.Series] = {
-        "static": static_scores(md.matrix, target, strict=False, exclude=twins).reindex(cand),
-        "static_strict": static_scores(md.matrix, target, strict=True, exclude=twins).reindex(cand),
-        "largest_source": largest_source_scores(test_rows),
-    }
-    for f in md.pair_features:
-        if f"pair_{f}" in test_rows and test_rows[f"pair_{f}"].notna().any():
-            out[pair_method_name(md, f)] = pair_feature_scores(test_rows, f, md.pair_directions[f])
+    out: dict[str, pd.Series] = {}
+    for b in BASELINES.values():
+        got = b.fn(md, target, test_rows, twins)
+        if got is None:
+            continue
+        for name, series in (got.items() if isinstance(got, dict) else [(b.name, got)]):
+            out[name] = series.reindex(cand)
     return out
 
 
 def baseline_column(method: str, md: MetaDataset) -> tuple[str, int] | None:
     """For a shippable baseline: (feature-row column, sign) that reproduces it on new-target rows."""
-    if method in ("static", "static_strict"):
-        return "fold_static_prior", 1
-    if method == "largest_source":
-        return "src_log_n_images", 1
+    if method in BASELINES and not BASELINES[method].family:
+        return BASELINES[method].column
     if ":" in method:
         f = method.split(":", 1)[1]
         if f in md.pair_directions:
