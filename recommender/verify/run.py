@@ -60,8 +60,9 @@ class VerifyResult:
 
 def kb_protocol(kb: KnowledgeBase) -> Protocol:
     """The protocol a KB was measured with, rebuilt from its manifest and checked against its hash."""
-    d = dict(kb.manifest.get("protocol") or {})
-    if not d or "evaluation" not in d:
+    raw = kb.manifest.get("protocol")
+    d = dict(raw) if isinstance(raw, dict) else {}
+    if "evaluation" not in d:
         raise VerifyError(f"KB '{kb.name}' records no protocol: verify needs a KB made by build-matrix --export-kb")
     want = d.pop("hash", None)
     d.pop("pretrain_hash", None)
@@ -223,9 +224,9 @@ def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4,
     from experiments.data import default_data_dir, load_dataset, target_split
 
     emit = on_event or (lambda _e: None)
+    kind, amount = parse_budget(budget)
     kbase = load_kb(kb)
     proto = kb_protocol(kbase)
-    kind, amount = parse_budget(budget)
     notes: list[str] = []
     if sources:
         names = [s for s in dict.fromkeys(sources) if s != SCRATCH]
@@ -266,6 +267,10 @@ def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4,
     rows = _rows(rounds, runner, cands, n_boot)
     compute = _compute(runner, rounds, n_cand, max_seeds, n_full, proto, kind, amount)
     last = rounds[-1]
+    over = (compute["wall_s"] > amount * 60) if kind == "minutes" else (compute["fraction_planned"] > amount + 1e-9)
+    if over:
+        notes.append("the smallest schedule (one run per candidate per round) needed more than the budget: "
+                     f"{compute['fraction_planned']:.0%} of full compute, {compute['wall_s']:.0f} s")
     if not last.level.full:
         notes.append(f"the last round trained on {last.level.data:.0%} of the images for "
                      f"{level_protocol(proto, last.level, n_full).finetune.epochs} epochs: its AUCs are for that setting")

@@ -40,7 +40,7 @@ def save_to_kb(result: VerifyResult, kb_name: str) -> dict:
         raise VerifyError("no cell was measured with the full KB protocol (raise --budget): nothing to save")
     with kb_lock(path):
         kb = load_kb(path)
-        proto = kb.manifest.get("protocol") or {}
+        proto = kb.manifest.get("protocol") if isinstance(kb.manifest.get("protocol"), dict) else {}
         want = f"{proto.get('name')}@{proto.get('hash')}"
         if proto.get("hash") != result.protocol.split("@")[-1]:
             raise VerifyError(f"KB '{kb.name}' was measured with protocol {want}, this verify with "
