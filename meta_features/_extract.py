@@ -15,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
-from imagesets import Card, ImageSet
+from imagesets import Card, ImageSet, atomic_write_text
 from meta_features import _registry
 from meta_features._common import FEATURES_VERSION, MetaFeatureError, cache_dir
 from meta_features._prepare import Prepared, prepare
@@ -63,10 +63,22 @@ def list_meta_features() -> dict[str, list[str]]:
     return {g: list(v) for g, v in names.items()}
 
 
+def _extractor_ids(groups: list[str]) -> list[list[str]]:
+    """Per group, each registered extractor's name and a digest of its code: adding, removing
+    or editing an extractor changes the cache key, so a cached row never lacks a feature."""
+    def ident(fn) -> str:  # noqa: ANN001
+        code = getattr(fn, "__code__", None)
+        body = repr((code.co_code, code.co_consts)).encode() if code is not None else b""
+        return f"{fn.__module__}.{fn.__qualname__}:{hashlib.blake2b(body, digest_size=6).hexdigest()}"
+
+    return [[ident(fn) for fn in _REGISTRY[g]] for g in groups]
+
+
 def _cache_key(fingerprint: str, groups: list[str], random_state: int, probe: str) -> str:
     from meta_features._probe import probe_digest
 
-    raw = json.dumps([FEATURES_VERSION, fingerprint, groups, random_state, probe, probe_digest()])
+    raw = json.dumps([FEATURES_VERSION, fingerprint, groups, _extractor_ids(groups), random_state,
+                      probe, probe_digest()])
     return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
@@ -81,11 +93,8 @@ def _disk_get(key: str) -> pd.Series | None:
 
 def _disk_put(key: str, s: pd.Series) -> None:
     p = cache_dir() / "meta_features" / f"{key}.json"
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps({k: (None if not np.isfinite(v) else float(v)) for k, v in s.items()}))
-        tmp.replace(p)
+    try:  # unique temp name + rename: two processes caching the same set never collide
+        atomic_write_text(p, json.dumps({k: (None if not np.isfinite(v) else float(v)) for k, v in s.items()}))
     except OSError:  # a read-only home must not break extraction
         pass
 

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from imagesets import atomic_path, atomic_write_text
 from meta_features._common import PROFILE_SIDE, REFERENCE_STEMS, grey_of
 from meta_features._probe import EMBED_DIM, ProbeNet, probe_dir, to_tensor
 from meta_features._shared_data import read_shared, train_test_index
@@ -101,8 +102,9 @@ def train_probe(epochs: int = 6, cap: int = 3000, seed: int = 0, batch: int = 25
     out = probe_dir()
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(out / "probe.safetensors"))
-    (out / "probe.json").write_text(json.dumps(info, indent=2) + "\n")
+    with atomic_path(out / "probe.safetensors") as tmp:
+        save_file(state, str(tmp))
+    atomic_write_text(out / "probe.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
