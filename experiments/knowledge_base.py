@@ -13,7 +13,9 @@ look the same to the meta-model:
 ``datasets.csv``
     one card per dataset: ``name, role, domain, modality, n_images, n_classes, channels,
     resolution, task, licence, image_set, provenance`` (role: source/target/both; domain:
-    natural/medical; image_set: the shared ``.npz`` stem it was measured on, or empty).
+    natural/medical; image_set: the shared ``.npz`` stem it was measured on, a derived-task
+    name from ``experiments.derived`` (cut from a shared set), or empty; group: its
+    independence group for leave-one-group-out).
 ``meta_features.csv`` (optional)
     ``dataset`` + one column per meta-feature; NaN where not computable (never invented).
 ``pair_features.csv`` (optional)
@@ -42,6 +44,7 @@ import pandas as pd
 from imagesets import UserError, artifacts_dir, atomic_path, atomic_write_text, file_lock
 
 FORMAT_VERSION = 1
+SCRATCH = "scratch"  # the from-scratch baseline's source name (random init, no pretraining)
 RECORD_COLUMNS = [
     "source", "target", "metric", "value", "fold", "seed",
     "architecture", "protocol", "study", "file", "commit",
@@ -139,8 +142,9 @@ class KnowledgeBase:
                 x = parent[x]
             return x
 
-        for a, b in self.manifest.get("twins") or []:
-            parent[find(a)] = find(b)
+        for twin_set in twin_sets(self.manifest.get("twins")):
+            for other in twin_set[1:]:
+                parent[find(other)] = find(twin_set[0])
         for n, g in declared.items():
             parent[find(n)] = find(g)
         members: dict[str, list[str]] = {}
@@ -152,6 +156,20 @@ class KnowledgeBase:
     @property
     def has_checkpoints(self) -> bool:
         return self.path is not None and any((self.path / "checkpoints").glob("*.safetensors"))
+
+
+def twin_sets(raw: object) -> list[list[str]]:
+    """A manifest's ``twins`` as lists of names: pairs or longer lists (organamnist/organcmnist/
+    organsmnist), ``{name: [..]}`` dicts, or lists of dicts; anything else is no twins."""
+    if isinstance(raw, dict):
+        return [[str(a), *([str(bs)] if isinstance(bs, str) else [str(b) for b in bs])]
+                for a, bs in raw.items()]
+    out = []
+    for item in raw or []:
+        names = list(item.values()) if isinstance(item, dict) else list(item)
+        if len(names) >= 2:
+            out.append([str(n) for n in names])
+    return out
 
 
 def _read_csv(path: Path, **kw) -> pd.DataFrame:

@@ -244,7 +244,7 @@ def _dataset_rows(plan: MatrixPlan, data_dir: str) -> pd.DataFrame:
         if name in DERIVED:
             parent_row = KNOWN_SETS.get(root_of(name), {})
             rows[-1].update({"domain": parent_row.get("domain", ""), "modality": parent_row.get("modality", ""),
-                             "licence": parent_row.get("licence", ""), "image_set": root_of(name)})
+                             "licence": parent_row.get("licence", ""), "image_set": name})
         rows[-1]["group"] = groups[name]
     return pd.DataFrame(rows)
 

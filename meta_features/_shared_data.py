@@ -23,14 +23,26 @@ def shared_data_dir() -> Path:
     return root
 
 
-def shared_stems() -> list[str]:
-    return sorted(p.stem for p in shared_data_dir().glob("*.npz"))
+def shared_stems(derived: bool = True) -> list[str]:
+    """Every shared npz stem, plus (``derived``) the derived tasks cut from them
+    (``experiments.derived``), which are KB targets too and need profiles of their own."""
+    from experiments.derived import DERIVED, root_of
+
+    stems = sorted(p.stem for p in shared_data_dir().glob("*.npz"))
+    extra = sorted(n for n in DERIVED if root_of(n) in stems) if derived else []
+    return stems + extra
 
 
 def read_shared(stem: str, side: int = PROFILE_SIDE) -> tuple[ImageSet, str]:
     """One shared set at ``side`` px, channels kept, read by ``imagesets.read_imageset`` (so
     shipped profiles see images exactly as a user's target will be read); returns (imageset,
-    reader name, recorded in each profile's provenance)."""
+    reader name, recorded in each profile's provenance). A derived task is cut from its
+    parent exactly as build-matrix cuts it."""
+    from experiments.derived import DERIVED, derive
+
+    if stem in DERIVED:
+        parent, reader = read_shared(DERIVED[stem].parent, side)
+        return derive(parent, DERIVED[stem]), f"{reader} + experiments.derived"
     path = shared_data_dir() / f"{stem}.npz"
     return read_imageset(path, side=side, channels="keep", name=stem), "imagesets.read_imageset"
 

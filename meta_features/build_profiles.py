@@ -34,7 +34,9 @@ def build_shipped_profiles(stems: list[str] | None = None, out: Path | None = No
         t0 = time.time()
         s, reader = read_shared(stem, PROFILE_SIDE)
         p = profile_dataset(s)
-        p.info = {**(p.info or {}), "reader": reader, "source_file": f"../shared/data/{stem}.npz"}
+        from experiments.derived import root_of
+
+        p.info = {**(p.info or {}), "reader": reader, "source_file": f"../shared/data/{root_of(stem)}.npz"}
         p.info.get("card", {})["source"] = p.info["source_file"]  # no absolute local paths in artifacts
         save_profile(p, out / stem)
         profiles[stem] = p

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.derived import DERIVED, derive, is_derived, root_of
-from experiments.knowledge_base import PAIR_COLUMNS, KnowledgeBase, kb_lock, list_kbs, load_kb
+from experiments.knowledge_base import PAIR_COLUMNS, SCRATCH, KnowledgeBase, kb_lock, list_kbs, load_kb
 from imagesets import ImageSet, atomic_path, default_data_dir
 from meta_features import (
     PROFILE_SIDE,
@@ -49,6 +49,7 @@ from meta_features import (
     pair_similarities,
     probe_digest,
 )
+from meta_features.scratch import score_random_init
 from meta_features.transferability import (
     ESTIMATORS,
     KIND,
@@ -260,9 +261,16 @@ def attach_all(kbs: list[str] | None = None, stems: list[str] | None = None,
 
 
 def _read_target(path: Path, side: int, channels: str) -> ImageSet:
+    """A KB target's images: the npz at ``path``, or the derived task named by its stem
+    (``experiments.derived``), cut from its parent exactly as build-matrix cut it."""
+    from experiments.derived import DERIVED, derive
     from imagesets import read_imageset
 
-    return read_imageset(path, side=side, channels=channels, require_labels=True)
+    task = DERIVED.get(path.stem)
+    if task is not None:
+        parent = _read_target(path.with_name(f"{task.parent}.npz"), side, channels)
+        return derive(parent, task)
+    return read_imageset(path, side=side, channels=channels, require_labels=True, name=path.stem)
 
 
 def _progress(enabled: bool):
@@ -296,7 +304,7 @@ def score_kb(
     for t in kb.targets:
         stem = kb.card(t).get("image_set")
         stem = t if not isinstance(stem, str) or not stem else stem
-        if (data / f"{stem}.npz").exists():
+        if (data / f"{root_of(stem)}.npz").exists():  # a derived task is read from its root set
             targets.append((t, data / f"{stem}.npz"))
         else:
             log.warning("transferability: target %s skipped, %s not found", t, data / f"{stem}.npz")
@@ -304,24 +312,43 @@ def score_kb(
         raise TransferabilityError(f"none of the targets of '{kb.name}' has an image set under {data}")
     cache: dict[tuple[str, int, str], ImageSet] = {}
     rows = []
+    scratch = SCRATCH in kb.sources or SCRATCH in set(kb.records["source"])
+    first_meta: dict = {}
+
+    def target_rows(tgt: str, path: Path, side: int, chans: str) -> ImageSet:
+        key = (tgt, side, chans)
+        if key not in cache:
+            full = _read_target(path, side, chans)
+            rows_tr = train_split(full) if train_split else train_rows(full, random_state)
+            cache[key] = full.subset(np.asarray(rows_tr))
+        return cache[key]
+
     with _progress(progress) as bar:
-        task = bar.add_task("transferability", total=len(sources) * len(targets))
+        task = bar.add_task("transferability", total=(len(sources) + scratch) * len(targets))
         for src in sources:
             model, meta = load_source(kb.checkpoint_path(src))
+            first_meta = first_meta or meta
             side, chans = int(meta.get("side", 28)), channel_policy(meta)
             for tgt, path in targets:
                 bar.update(task, description=f"{src} -> {tgt}")
-                key = (tgt, side, chans)
-                if key not in cache:
-                    full = _read_target(path, side, chans)
-                    rows_tr = train_split(full) if train_split else train_rows(full, random_state)
-                    cache[key] = full.subset(np.asarray(rows_tr))
-                target = cache[key]
+                target = target_rows(tgt, path, side, chans)
                 scores = score_loaded(model, meta, target, max_images, random_state)
                 n = min(len(target), max_images)
                 prov = (f"catscans transferability: checkpoint {src}; {n} of {len(target)} "
                         f"train images of {path.stem} (seed {random_state})")
                 rows += [(src, tgt, f, v, KIND, prov) for f, v in scores.items()]
+                bar.advance(task)
+        if scratch:  # the from-scratch baseline, scored on random inits of the same architecture
+            side, chans = int(first_meta.get("side", 28)), channel_policy(first_meta)
+            for tgt, path in targets:
+                bar.update(task, description=f"{SCRATCH} -> {tgt}")
+                target = target_rows(tgt, path, side, chans)
+                sc = score_random_init(str(first_meta["arch"]), int(first_meta.get("in_chans", 3)), side, target,
+                                       max_images=max_images, random_state=random_state)
+                n = min(len(target), max_images)
+                prov = sc.provenance(f"catscans transferability: {SCRATCH} ({first_meta['arch']}); {n} of "
+                                     f"{len(target)} train images of {path.stem} (seed {random_state})")
+                rows += [(SCRATCH, tgt, f, v, KIND, prov) for f, v in sc.mean.items()]
                 bar.advance(task)
     new = pd.DataFrame(rows, columns=PAIR_COLUMNS)
     _replace_pair_rows(kb, lambda old: (old["kind"] == KIND) & old["feature"].isin(ESTIMATORS), new)
@@ -343,14 +370,23 @@ def score_target(
     if imageset.split is not None and (np.asarray(imageset.split) == "train").any():
         target = imageset.subset(np.flatnonzero(np.asarray(imageset.split) == "train"))
     rows = []
+    scratch = SCRATCH in kb.sources or SCRATCH in set(kb.records["source"])
     with _progress(progress) as bar:
-        task = bar.add_task("transferability", total=len(sources))
+        task = bar.add_task("transferability", total=len(sources) + scratch)
+        meta: dict = {}
         for src in sources:
             model, meta = load_source(kb.checkpoint_path(src))
             scores = score_loaded(model, meta, target, max_images, random_state)
             rows += [(src, f, v) for f, v in scores.items()]
             bar.advance(task)
+        if scratch and meta:  # scratch scored like any source: random inits of the same architecture
+            side = int(meta.get("side", 28))  # source_outputs conforms size and channels to it
+            sc = score_random_init(str(meta["arch"]), int(meta.get("in_chans", 3)), side, target,
+                                   max_images=max_images, random_state=random_state)
+            rows += [(SCRATCH, f, v) for f, v in sc.mean.items()]
+            bar.advance(task)
     return pd.DataFrame(rows, columns=["source", "feature", "value"])
+
 
 
 def score_transferability(name: str, data_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
