@@ -34,6 +34,8 @@ _MEDMNIST = re.compile(r"^[a-z]+mnist$")
 _PHRASES: list[tuple[str, str]] = [
     ("static_prior_tz", "source's average standing, relative to the other candidates"),
     ("static_prior", "source's mean standardised AUC over the KB's targets"),
+    ("modality_minus_prior", "source's standing on same-modality KB targets, above its overall one"),
+    ("profile_minus_prior", "source's standing on look-alike KB targets, above its overall one"),
     ("modality_prior", "source's standing on KB targets of the same modality"),
     ("profile_prior", "source's standing on KB targets that look like this one"),
     ("prior", "source's average standing on the KB's targets"),
@@ -132,3 +134,58 @@ def reasons(contrib_row: dict[str, float], k: int = 3) -> str:
             continue
         parts.append(f"{'↑' if v > 0 else '↓'} {describe_feature(n)}")
     return "; ".join(parts) if parts else "no single feature dominates"
+
+
+# -- the "why" of the method that set the order, and one word of evidence ----------------
+# Substring of a feature/column name -> one word for the compact table (first match wins).
+_EVIDENCE: list[tuple[str, str]] = [
+    ("prior", "KB-record"), ("nleep", "N-LEEP"), ("leep", "LEEP"), ("logme", "LogME"),
+    ("nce", "NCE"), ("hscore", "H-score"), ("knn", "k-NN"), ("frechet", "similarity"),
+    ("mmd", "similarity"), ("otdd", "similarity"), ("cosine", "similarity"), ("euclid", "similarity"),
+    ("task2vec", "similarity"), ("domain", "domain"), ("modality", "domain"), ("expert", "domain"),
+    ("n_images", "size"), ("size", "size"), ("n_classes", "task"),
+]
+
+
+def evidence_word(feature: str) -> str:
+    """One word for the kind of evidence a feature is (KB-record, LogME, similarity, ...)."""
+    low = feature.lower()
+    return next((word for key, word in _EVIDENCE if key in low), "meta-features")
+
+
+def _finite(v: object) -> bool:
+    try:
+        return bool(np.isfinite(float(v)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def explain_order(method: str, baseline: tuple[str, int] | None, feature_row: dict,
+                  contrib_row: dict[str, float], k: int = 3) -> tuple[str, str]:
+    """(evidence word, why text) from the method that set the order, never another one's view.
+
+    The meta-model's reasons are its largest contributions among features that have a value
+    for this source (a transferability estimate that was not computed is never cited); a
+    baseline's reason is the one column it ranks by, with this source's value.
+    """
+    if method in ("meta", "model"):  # "model": any order whose own per-feature terms are given
+        have = {n: v for n, v in contrib_row.items()
+                if n == "bias" or n not in feature_row or _finite(feature_row.get(n))}
+        top = [n for n, v in sorted(have.items(), key=lambda kv: -abs(kv[1]))
+               if n != "bias" and _finite(v) and abs(v) >= 1e-12]
+        return (evidence_word(top[0]) if top else "meta-features"), reasons(have, k)
+    if baseline is None:
+        return "—", f"ordered by {method}"
+    col, sign = baseline
+    v = feature_row.get(col)
+    phrase = describe_feature(col)
+    if not _finite(v):
+        return evidence_word(col), f"no {phrase} for this source (ranked last by {method})"
+    if col == "fold_static_prior":
+        return "KB-record", (f"its AUC, standardised per KB target and averaged over the KB's targets, "
+                             f"is {float(v):+.2f} sd (static ranking: higher first)")
+    if col == "src_log_n_images":
+        return "size", f"{10 ** float(v):,.0f} images in the source (largest source first)"
+    order = "higher first" if sign > 0 else "lower first"
+    return evidence_word(col), f"{phrase} = {float(v):.4g} ({method}: {order})"
+
