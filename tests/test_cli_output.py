@@ -215,6 +215,35 @@ def test_unknown_kb_fails_before_the_folder_is_read(tmp_path: Path, monkeypatch)
     assert len(res.output.strip().splitlines()) == 1
 
 
+# -- the "why": from the method that set the order ------------------------------------------
+def test_why_comes_from_the_ordering_method_and_skips_missing_estimates() -> None:
+    from recommender.explain import explain_order
+
+    row = {"fold_static_prior": 0.8, "pair_nleep_tz": float("nan"), "pair_dist_frechet": 3.0}
+    contrib = {"pair_nleep_tz": 0.9, "pair_dist_frechet": -0.2, "fold_static_prior": 0.1, "bias": 5.0}
+    ev, why = explain_order("static", ("fold_static_prior", 1), row, contrib)
+    assert ev == "KB-record" and "static ranking" in why and "+0.80 sd" in why
+    assert "N-LEEP" not in why and "meta-model" not in why  # the static order, not the model's view
+    ev, why = explain_order("meta", None, row, contrib)
+    assert "N-LEEP" not in why and ev != "N-LEEP"  # its estimate was never computed: never cited
+    assert why.startswith("↓ Fréchet distance") and ev == "similarity"
+    ev, why = explain_order("estimate:logme", ("pair_logme", 1), {"pair_logme": 2.5}, contrib)
+    assert ev == "LogME" and "2.5" in why
+    ev, why = explain_order("estimate:logme", ("pair_logme", 1), {"pair_logme": float("nan")}, contrib)
+    assert "no LogME transferability" in why and "ranked last" in why
+
+
+def test_residual_models_own_terms_sum_to_its_score() -> None:
+    from recommender.model.residual import ResidualModel
+
+    rows = pd.DataFrame({"source": ["a", "b", "c"], "target": ["t"] * 3, "fold_static_prior_tz": [1.0, 0.0, -1.0],
+                         "fold_static_prior": [0.5, 0.0, -0.5], "pair_same_modality": [1.0, 0.0, 1.0]})
+    m = ResidualModel(["pair_same_modality"], np.array([0.5]), np.array([0.3]), slope=0.8, alpha=100.0)
+    terms = m.contributions(rows)
+    assert np.allclose(terms.sum(axis=1).to_numpy(), m.score(rows))
+    assert list(terms.index) == ["a", "b", "c"]
+
+
 # -- the real recommend on shipped KBs (skips when their model cannot be loaded) --------------
 def _needs_model(kb: str) -> None:
     from imagesets import UserError
@@ -233,7 +262,7 @@ def labelled(tmp_path_factory) -> Path:
     return labelled_png_folder(tmp_path_factory.mktemp("rec") / "t", n_per_class=12)
 
 
-def test_real_static_kb_why_is_static_and_cites_no_estimate(tmp_path: Path) -> None:
+def test_real_kb_without_checkpoints_why_is_its_orders_and_cites_no_estimate(tmp_path: Path) -> None:
     _needs_model("juodelyte2024")
     rng = np.random.default_rng(0)
     root = labelled_png_folder(tmp_path / "mixed", n_per_class=8)

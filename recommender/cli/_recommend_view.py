@@ -265,7 +265,7 @@ def render(rec: Any, wide: bool = False) -> None:
     out.print(target_panel(rec), soft_wrap=False, overflow="fold")  # wrap, never crop, the card
     iv = interval_info(rec)
     extras = extra_keys(rec.ranking)
-    title = f"KB {rec.kb} · order: {rec.method}"
+    title = f"KB {rec.kb} · order: {str(rec.method).strip()}"
     if wide:
         _print_wide(_table(rec, True, extras, iv), title)
     else:
@@ -291,7 +291,7 @@ def render(rec: Any, wide: bool = False) -> None:
         _snippets(rec)
     prose(_method_sentence(rec), highlight=False)
     auc = ("AUC: predicted test ROC-AUC after fine-tuning on your images"
-           + (f"; {iv['label']}: {iv['caption']}." if iv else
+           + (f"; {iv['label']}: {iv['caption'].rstrip('. ')}." if iv else
               "; this method has no calibrated interval (its spread is in --format json)."))
     prose(auc + " evidence: what set each source's place.", highlight=False)
     prose(f"KB {rec.kb}: {rec.kb_choice}.", highlight=False)
