@@ -114,6 +114,10 @@ def parse_budget(text: str | float | None) -> tuple[str, float]:
 
 
 def _target_spec(target: str) -> str:
+    if target == "demo" and not Path(target).exists():  # the embedded demo target, as recommend builds it
+        from imagesets import build_demo_target
+
+        target = str(build_demo_target(Path.home() / ".cache" / "catscans" / "demo_target"))
     p = Path(target).expanduser()
     return str(p.resolve()) if p.exists() else target
 
@@ -131,15 +135,16 @@ def _shortlist(target: str, kb: KnowledgeBase, top: int) -> tuple[list[str], str
             (models_dir() / name / "manifest.json").exists()
     except KnowledgeBaseError:
         trained = False
+    why = "the KB has no trained meta-model"
     if trained:
-        rec = recommend(target, kb=name)
-        names = [r["source"] for r in rec.ranking if r["source"] != SCRATCH]
-        method = rec.method
-    else:
-        prior = column_z(kb.matrix()).mean(axis=1, skipna=True).dropna()
-        names = [s for s in prior.sort_values(ascending=False, kind="mergesort").index if s != SCRATCH]
-        method = "static ranking: the KB has no trained meta-model"
-    return names[:top], method
+        try:
+            rec = recommend(target, kb=name)
+            return [r["source"] for r in rec.ranking if r["source"] != SCRATCH][:top], f"recommend ({rec.method})"
+        except UserError as exc:  # a stale or broken shipped model: say so, rank by the KB itself
+            why = f"recommend failed: {str(exc).splitlines()[0]}"
+    prior = column_z(kb.matrix()).mean(axis=1, skipna=True).dropna()
+    names = [s for s in prior.sort_values(ascending=False, kind="mergesort").index if s != SCRATCH]
+    return names[:top], f"the KB's static ranking ({why})"
 
 
 def _check(cands: list[Candidate], proto: Protocol, kb: KnowledgeBase) -> None:
@@ -232,7 +237,7 @@ def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4,
         names = [s for s in dict.fromkeys(sources) if s != SCRATCH]
     else:
         names, method = _shortlist(target, kbase, top)
-        notes.append(f"shortlist: the top {len(names)} of recommend ({method}) plus scratch")
+        notes.append(f"shortlist: the top {len(names)} by {method}, plus scratch")
     cands = [resolve_candidate(s, kbase, arch) for s in names] + [resolve_candidate(SCRATCH, kbase)]
     if len({c.name for c in cands}) < len(cands):
         raise VerifyError("the same candidate is named twice")
