@@ -35,6 +35,19 @@ def juodelyte_matrix(path: str | os.PathLike | None = None) -> pd.DataFrame:
     return df.set_index("source").astype(float)
 
 
+def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman ρ and its two-sided p, exact (every permutation) below 10 pairs.
+
+    scipy's t approximation gives p ≈ 0 for a perfect ρ over 4 sources; the exact p is 1/12.
+    """
+    rho = float(stats.spearmanr(a, b)[0])
+    if len(a) < 10:
+        res = stats.pearsonr(stats.rankdata(a), stats.rankdata(b),
+                             method=stats.PermutationMethod(n_resamples=np.inf))
+        return rho, float(res.pvalue)
+    return rho, float(stats.spearmanr(a, b)[1])
+
+
 def rank_agreement(ours: pd.DataFrame, reference: pd.DataFrame,
                    names: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Per-target Spearman rho (n sources, p) and a pooled rho over target-centred pairs.
@@ -53,7 +66,7 @@ def rank_agreement(ours: pd.DataFrame, reference: pd.DataFrame,
         ok = np.isfinite(a) & np.isfinite(b)
         a, b = a[ok], b[ok]
         n = len(a)
-        rho, p = stats.spearmanr(a, b) if n >= 3 else (np.nan, np.nan)
+        rho, p = spearman(a, b) if n >= 3 else (np.nan, np.nan)
         rows.append({"target": t, "reference_target": rt, "n_sources": n, "spearman_rho": float(rho),
                      "p_value": float(p), "sources": ",".join(s for (s, _), k in zip(pairs, ok, strict=True) if k),
                      "best_ours": pairs[int(np.argmax(a))][0] if n else "",
@@ -64,6 +77,6 @@ def rank_agreement(ours: pd.DataFrame, reference: pd.DataFrame,
     table = pd.DataFrame(rows)
     pooled = {"n_pairs": len(pooled_a), "n_targets": int((table["n_sources"] >= 2).sum()) if len(table) else 0}
     if len(pooled_a) >= 3:
-        r, p = stats.spearmanr(pooled_a, pooled_b)
+        r, p = spearman(np.asarray(pooled_a), np.asarray(pooled_b))
         pooled.update({"spearman_rho": float(r), "p_value": float(p)})
     return table, pooled

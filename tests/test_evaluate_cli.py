@@ -44,10 +44,11 @@ def test_evaluate_meta_json_and_out_files(evaluated):
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     methods = {r["method"] for r in payload["summary"]}
-    assert {"meta", "meta_regressor", "meta_ranker", "static", "static_strict", "largest_source",
+    assert {"shipped", "meta", "meta_regressor", "meta_ranker", "static", "static_readme", "largest_source",
             "most_similar:sim_cos", "estimate:logme", "random"} <= methods
     assert all(r["n_targets"] == 4 for r in payload["summary"])
-    assert "beat_static" in payload["verdict"] and len(payload["fold_choices"]) == 4
+    # 3 groups (t_a/t_b are twins) × 2 procedures (without / with the logme estimate)
+    assert "vs_static" in payload["verdict"]["any"] and len(payload["fold_choices"]) == 3 * 2
     # the synthetic truth has a strong source effect: the static prior must find it
     by = {r["method"]: r for r in payload["summary"]}
     assert by["static"]["tau_w"] > by["random"]["tau_w"] + 0.3
@@ -58,8 +59,9 @@ def test_evaluate_meta_json_and_out_files(evaluated):
     assert html.count("data:image/png;base64,") == 3 and "<table" in html
     assert (tmp / "artifacts" / "optuna" / "synthetic.db").exists()
     man = json.loads((tmp / "artifacts" / "models" / "synthetic" / "manifest.json").read_text())
-    assert man["method"] in {"meta", "static", "largest_source", "most_similar:sim_cos", "estimate:logme"}
-    assert man["validated"]["n_targets"] == 4 and "tau_w" in man["validated"]["mean"]
+    assert man["method"] == man["shipped"]["any"]["method"]
+    validated = man["shipped"]["any"]["validated"]
+    assert validated["n_targets"] == 4 and "tau_w" in validated["mean"]
 
 
 def test_fast_rerun_reuses_studies_and_ranks_a_scores_file(synth_artifacts):
@@ -72,7 +74,7 @@ def test_fast_rerun_reuses_studies_and_ranks_a_scores_file(synth_artifacts):
     assert res.exit_code == 0, res.output
     assert "tuning:" not in res.output and "training the final model" not in res.output
     assert "mean τw 1.000" in res.stdout and "over 4 targets" in res.stdout
-    assert "static ranking under LOTO over 4 targets" in res.stdout
+    assert "shipped vs static: Δτw" in res.stdout and "n = 3 groups (4 targets)" in res.stdout
 
 
 def test_saved_recommender_ranks_a_new_target(synth_artifacts):

@@ -1,4 +1,8 @@
-"""`catscans evaluate-meta`: LOTO ranking report, correlation report, external score tables."""
+"""`catscans evaluate-meta`: nested leave-one-group-out report, correlation report, external scores.
+
+Thin: :mod:`recommender.evaluation` computes and words everything (``loto``, ``verdict``);
+this parses options and renders 80-column tables (``--wide`` for every column and row).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,18 @@ import pandas as pd
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recommender.cli._common import FormatOpt, df_table, emit, err, handle_errors, out
+from recommender.cli._common import (
+    FormatOpt,
+    df_table,
+    emit,
+    err,
+    fmt_p,
+    handle_errors,
+    natural_width,
+    out,
+    print_at_width,
+    prose,
+)
 
 
 def _ci(mean: float, lo: float, hi: float, fmt: str = "{:.3f}") -> str:
@@ -39,8 +54,33 @@ def ranking_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compact_table(summary: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
+    """The 80-column ranking table: method, n, τw [95% CI], top-1, mean regret."""
+    from recommender.evaluation.ranking_metrics import n_used
+
+    rows = []
+    for r in summary[summary["method"].isin(shown)].itertuples(index=False):
+        d = r._asdict()
+        rows.append({"method": d["method"], "n": n_used(d),
+                     "τw [95% CI]": _ci(d["tau_w"], d["tau_w_lo"], d["tau_w_hi"]).replace(
+                         " (n too small for an interval)", " (no CI)"),
+                     "top-1": (f"{d['top1']:.2f}" if d["method"] == "random"
+                               else f"{d['top1_count']}/{d['n_targets']}"),
+                     "regret": f"{d['regret']:.4f}" if math.isfinite(d["regret"]) else "—"})
+    return pd.DataFrame(rows)
+
+
+def shown_methods(summary: pd.DataFrame, choices: pd.DataFrame, wide: bool) -> list[str]:
+    """Every method with --wide; else all but the rank averages no fold chose."""
+    methods = list(summary["method"])
+    if wide:
+        return methods
+    chosen = set(choices["method"]) if len(choices) else set()
+    return [m for m in methods if not m.startswith("rankavg:") or m in chosen]
+
+
 def per_target_table(per_target: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per held-out target: the best source, the picks of meta and static, their τw and regret."""
+    """Per held-out target: the best source, the picks of shipped and static, their τw and regret."""
     picks = (predictions.sort_values("score", ascending=False, kind="stable")
              .groupby(["method", "target"], sort=False).head(1).set_index(["method", "target"])["source"])
     best = (predictions[predictions["method"] == "static"].sort_values("auc", ascending=False)
@@ -50,7 +90,7 @@ def per_target_table(per_target: pd.DataFrame, predictions: pd.DataFrame) -> pd.
     for t in per_target["target"].drop_duplicates():
         row: dict[str, object] = {"target": t, "n sources": int(pt.loc[("static", t), "n_sources"])
                                   if ("static", t) in pt.index else 0, "best source": best.get(t, "—")}
-        for m in ("meta", "static"):
+        for m in ("shipped", "static"):
             row[f"{m} pick"] = picks.get((m, t), "—")
             row[f"{m} τw"] = float(pt.loc[(m, t), "tau_w"]) if (m, t) in pt.index else math.nan
             row[f"{m} regret"] = float(pt.loc[(m, t), "regret"]) if (m, t) in pt.index else math.nan
@@ -66,27 +106,15 @@ def correlation_table(corr: pd.DataFrame, max_meta: int = 10) -> pd.DataFrame:
                               zip(c["pearson_r"], c["pearson_lo"], c["pearson_hi"], strict=True)]
     return pd.DataFrame({
         "feature": c["feature"], "kind": c["kind"], "vs": c["outcome"], "n pairs": c["n"].astype(str),
-        "Pearson r [95% CI]": c["Pearson r [95% CI]"], "p": c["pearson_p"],
-        "Spearman ρ": c["spearman_rho"], "p ": c["spearman_p"],
-        "Kendall τ": c["kendall_tau"], "p  ": c["kendall_p"],
+        "Pearson r [95% CI]": c["Pearson r [95% CI]"], "p": c["pearson_p"].map(fmt_p),
+        "Spearman ρ": c["spearman_rho"], "p ": c["spearman_p"].map(fmt_p),  # 'p < 0.001', never 0.000
+        "Kendall τ": c["kendall_tau"], "p  ": c["kendall_p"].map(fmt_p),
     })
 
 
-def verdict_sentence(kb: str, v: dict, n: int, shipped: str | None) -> str:
-    if v.get("beat_static"):
-        s = (f"On {kb} the meta-model beat the static ranking under LOTO over {n} targets "
-             f"(mean τw {v['meta_tau_w']:.3f} vs {v['static_tau_w']:.3f}; mean regret "
-             f"{v['meta_regret']:.4f} vs {v['static_regret']:.4f} AUC).")
-    elif "meta_tau_w" in v:
-        s = (f"On {kb} the meta-model did NOT beat the static ranking under LOTO over {n} targets "
-             f"(mean τw {v['meta_tau_w']:.3f} vs {v['static_tau_w']:.3f}; mean regret "
-             f"{v['meta_regret']:.4f} vs {v['static_regret']:.4f} AUC; rule: higher τw and regret "
-             "no worse).")
-    else:
-        s = f"On {kb} no verdict: {v.get('reason', 'unknown')}."
-    if shipped:
-        s += f" `recommend` uses: {shipped}."
-    return s
+def correlation_compact(table: pd.DataFrame) -> pd.DataFrame:
+    """The 80-column correlation table: feature, n pairs, Pearson r [95% CI], p."""
+    return table[["feature", "n pairs", "Pearson r [95% CI]", "p"]]
 
 
 def register(app: typer.Typer) -> None:
@@ -96,15 +124,19 @@ def register(app: typer.Typer) -> None:
         kb: str = typer.Option(..., "--kb", help="Knowledge base name (artifacts/kb/<name>) or folder."),
         scores: Path | None = typer.Option(None, "--scores", help="External (source, target) scores: wide CSV or long source,target,score."),
         out_dir: Path | None = typer.Option(None, "--out", help="Write JSON, CSV, PNG figures and report.html here."),
-        retune: bool = typer.Option(False, "--retune", help="Rerun the Optuna studies (nested LOTO) instead of reusing stored ones."),
-        trials: int = typer.Option(30, "--trials", min=1, max=200, help="Optuna trials per study when tuning."),
-        save: bool | None = typer.Option(None, "--save/--no-save", help="(Re)train and save artifacts/models/<kb> (default: when missing or --retune)."),
+        retune: bool = typer.Option(False, "--retune", help="Rerun the Optuna studies (nested leave-one-group-out) instead of reusing stored ones."),
+        trials: int = typer.Option(12, "--trials", min=1, max=200, help="Optuna trials per study when tuning (stored studies are reused while the KB is unchanged)."),
+        save: bool | None = typer.Option(None, "--save/--no-save", help="(Re)train and save artifacts/models/<kb> (default: when missing, outdated or --retune)."),
+        wide: bool = typer.Option(False, "--wide", "-w", help="Every metric, method and table (wider than 80 columns)."),
         fmt=FormatOpt,  # noqa: ANN001
     ) -> None:
-        """Validate the meta-model and every baseline leave-one-target-out; correlate features with transfer."""
+        """Validate the shipped procedure, every candidate and baseline by nested leave-one-group-out;
+        compare them paired; measure interval coverage, the noise ceiling and the study agreement."""
         from experiments.knowledge_base import load_kb
-        from recommender.evaluation import correlation_report, loto, summarise, tuning
+        from recommender.evaluation import correlation_report, loto, summarise, verdict
+        from recommender.evaluation.ceiling import noise_ceiling
         from recommender.evaluation.ranking_metrics import comparability_notes, n_used
+        from recommender.evaluation.reference import agreement_sentences, study_agreement
         from recommender.model import build_meta_dataset, models_dir
 
         kbase = load_kb(kb)
@@ -124,40 +156,47 @@ def register(app: typer.Typer) -> None:
                  lambda: out.print(df_table(correlation_table(corr), title="Correlation with transfer",
                                             floatfmt="{:.3f}")))
             return
-        targets = loto.logo_folds(md)
-        stored = all(tuning.load_study(md.kb_name, t) is not None for t in targets)
-        tuning_now = retune or not stored
-        if tuning_now:
-            err.print(f"tuning: {len(targets)} outer folds × {trials} Optuna trials (nested LOTO); "
-                      "this takes minutes")
+        groups = loto.logo_groups(md)
+        announced: list[bool] = []
+
+        def on_trial() -> None:
+            if not announced:
+                announced.append(True)
+                err.print(f"tuning: Optuna studies missing or outdated; {trials} trials per outer fold "
+                          f"({len(groups)} folds + 1 final, nested leave-one-group-out); this takes minutes")
+
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
-            task = bar.add_task("LOTO folds", total=len(targets))
-
+            task = bar.add_task("LOGO folds", total=len(groups))
             seen: list[str] = []
 
-            def step(t: str) -> None:
-                bar.update(task, completed=len(seen), description=f"LOTO: held out {t}")
-                seen.append(t)
+            def step(g: str) -> None:
+                bar.update(task, completed=len(seen), description=f"LOGO: held out group {g}")
+                seen.append(g)
 
-            result = loto.run_loto(md, retune=tuning_now, n_trials=trials, progress=step)
-            bar.update(task, completed=len(targets))
+            result = loto.run_loto(md, retune=retune, n_trials=trials, progress=step, on_trial=on_trial)
+            bar.update(task, completed=len(groups))
         per_target = result.per_target
         if external is not None:
             per_target = pd.concat([per_target, external], ignore_index=True)
         summary = summarise(per_target)
+        ceiling = noise_ceiling(kbase)
+        agreement = study_agreement(kbase)
         model_dir = models_dir() / md.kb_name
-        do_save = save if save is not None else (retune or not (model_dir / "manifest.json").exists())
+        do_save = save if save is not None else (retune or not _current_model(model_dir))
         if do_save:
-            err.print(f"training the final model on all {len(md.targets)} targets → {model_dir}")
-            loto.train_final(md, result, retune=retune, n_trials=trials)
-        validated = loto.validated_summary(result)
+            err.print(f"choosing and training the shipped model on all {len(md.targets)} targets → {model_dir}")
+            loto.train_final(md, result, retune=retune, n_trials=trials,
+                             extra={"noise_ceiling": ceiling, "study_agreement": agreement})
+        shipped_now = _shipped_methods(model_dir)
         corr = correlation_report(kbase, md)
         n = int(per_target["target"].nunique())
-        sentences = [verdict_sentence(md.kb_name, result.verdict(), result.per_target["target"].nunique(),
-                                      validated["method"]),
-                     f"80% AUC band of the meta regressor covered {result.coverage80:.0%} of "
-                     f"{result.n_cells} held-out cells.",
+        shipped_row = summary[summary["method"] == "shipped"]
+        sentences = [*verdict.verdict_sentences(result, kbase.has_checkpoints, shipped_now),
+                     *(verdict.coverage_sentence(result, scen) for scen in result.scenarios),
+                     verdict.ceiling_sentence(ceiling, float(shipped_row["tau_w"].iloc[0])
+                                              if len(shipped_row) else None),
+                     *agreement_sentences(agreement),
                      "Random = expected value of a uniformly random ranking (exact except τw: "
                      "mean of 2,000 seeded permutations).", *result.notes,
                      *comparability_notes(summary, per_target)]
@@ -165,40 +204,87 @@ def register(app: typer.Typer) -> None:
             ext = summary[summary["method"] == external["method"].iloc[0]].iloc[0]
             sentences.insert(0, f"{scores}: mean τw {_ci(ext['tau_w'], ext['tau_w_lo'], ext['tau_w_hi'])} "
                                 f"over {n_used(ext)} targets ([95% bootstrap CI over targets]).")
-        rank_tbl, pt_tbl, corr_tbl = (ranking_table(summary),
-                                      per_target_table(result.per_target, result.predictions),
-                                      correlation_table(corr))
-        def rec(df: pd.DataFrame) -> list[dict]:
-            return df.astype(object).where(df.notna(), None).to_dict(orient="records")
-
-        payload = {"kb": md.kb_name, "n_targets": n, "summary": rec(summary),
-                   "per_target": rec(per_target), "correlation": rec(corr),
-                   "verdict": result.verdict(), "validated": validated,
-                   "fold_choices": rec(result.choices), "coverage80": result.coverage80,
-                   "notes": sentences}
+        shown = shown_methods(summary, result.choices, wide)
+        hidden = len(summary) - len(shown)
+        rank_tbl = ranking_table(summary[summary["method"].isin(shown)]) if wide else compact_table(summary, shown)
+        pt_tbl = per_target_table(result.per_target, result.predictions)
+        corr_tbl = correlation_table(corr)
+        payload = verdict.payload(result, {
+            "n_targets": n, "summary": _records(summary), "per_target": _records(per_target),
+            "correlation": _records(corr), "noise_ceiling": ceiling, "study_agreement": agreement,
+            "shipped_now": shipped_now, "validated": loto.validated_summary(result), "notes": sentences})
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
-                  "fold_choices": result.choices}
+                  "fold_choices": result.choices, "comparisons": pd.DataFrame(result.comparisons),
+                  "intervals": result.intervals}
         if out_dir is not None:
             from recommender.evaluation import write_outputs
 
-            files = write_outputs(out_dir, kbase, md, payload, tables, per_target, corr, sentences)
+            boot = "95% bootstrap CI over targets, 2,000 resamples, seed 0"
+            display = {  # the terminal's tables, in full (every correlation row), for report.html
+                f"Nested leave-one-group-out report: {md.kb_name}, mean over held-out targets": (
+                    f"[{boot}]; 'shipped' is what the nested procedure ships per fold.", ranking_table(summary)),
+                "Per held-out target": ("τw and regret (AUC) of the shipped procedure and the static "
+                                        "ranking on each held-out target, with each one's pick.", pt_tbl),
+                f"Correlation with transfer over pooled (source, target) pairs of {md.kb_name}": (
+                    "every pair feature and every meta-feature difference; p uncorrected for multiple "
+                    "tests.", correlation_table(corr, max_meta=len(corr))),
+                "Method chosen per outer fold": (
+                    "the method the inner leave-one-group-out chose for each held-out group, and its "
+                    "inner mean τw.", result.choices),
+            }
+            files = write_outputs(out_dir, kbase, md, payload, tables, per_target, corr, sentences,
+                                  display=display)
             err.print(f"wrote {len(files)} files to {out_dir} (report.html is self-contained)")
 
-        if not out.is_terminal:  # piped or captured: do not squeeze the tables to 80 columns
-            out.width = max(out.width, 200)
-        width = out.width
+        title = (f"Nested leave-one-group-out: {md.kb_name}, {n} targets in {result.n_groups} groups, "
+                 "mean over held-out targets [95% bootstrap CI over targets, 2,000 resamples, seed 0]")
+        cap = ("shipped = the method nested selection chose inside each outer fold (its figure estimates "
+               "the whole procedure); other rows: each candidate alone, for reference"
+               + (f"; {hidden} rank averages no fold chose are in --wide/--format json" if hidden else ""))
 
         def render() -> None:
-            out.print(df_table(rank_tbl, title=f"LOTO ranking report: {md.kb_name}, mean over held-out "
-                               "targets [95% bootstrap CI over targets, 2,000 resamples, seed 0]"), width=width)
-            out.print(df_table(pt_tbl, title="Per held-out target (τw, regret in AUC)"), width=width)
+            show = (lambda t: print_at_width(t, natural_width(t))) if wide else out.print
+            prose(title, style="bold", highlight=False)
+            show(df_table(rank_tbl))
+            prose(cap, style="dim", highlight=False)
+            if wide:
+                prose("Per held-out target (τw, regret in AUC)", style="bold", highlight=False)
+                show(df_table(pt_tbl))
+                prose("Method chosen per outer fold", style="bold", highlight=False)
+                show(df_table(result.choices, floatfmt="{:.3f}"))
             n_meta = int((corr["kind"] == "meta-feature difference").sum())
-            cap = (f"meta-feature differences: {min(n_meta, 10)} of {n_meta} rows shown (smallest "
-                   "Pearson p; uncorrected for multiple tests); all rows in --format json/--out")
-            out.print(df_table(corr_tbl, title=f"Correlation with transfer over pooled "
-                               f"(source, target) pairs of {md.kb_name}", caption=cap if n_meta else None,
-                               floatfmt="{:.3f}"), width=width)
+            prose(f"Correlation with transfer over pooled (source, target) pairs of {md.kb_name}",
+                  style="bold", highlight=False)
+            show(df_table(corr_tbl if wide else correlation_compact(corr_tbl), floatfmt="{:.3f}"))
+            if n_meta:
+                prose(f"meta-feature differences: {min(n_meta, 10)} of {n_meta} rows shown (smallest "
+                      "Pearson p; uncorrected for multiple tests); all rows in --format json/--out",
+                      style="dim", highlight=False)
             for s in sentences:
-                out.print(s, highlight=False, width=width)
+                prose(s, highlight=False)
 
         emit(fmt, payload, tables, render)
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
+
+
+def _current_model(model_dir: Path) -> bool:
+    """A saved model in the current (nested-selection) format."""
+    import json
+
+    try:
+        return json.loads((model_dir / "manifest.json").read_text()).get("format") == 2
+    except (OSError, ValueError):
+        return False
+
+
+def _shipped_methods(model_dir: Path) -> dict[str, str] | None:
+    """scenario → method of the saved model, or None when there is none in the current format."""
+    import json
+
+    if not _current_model(model_dir):
+        return None
+    man = json.loads((model_dir / "manifest.json").read_text())
+    return {k: v.get("method", "?") for k, v in (man.get("shipped") or {}).items()}

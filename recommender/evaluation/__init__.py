@@ -1,8 +1,15 @@
-"""Judging the meta-model: ranking metrics, leave-one-target-out with nested Optuna, reports.
+"""Judging what a KB ships: nested leave-one-group-out, paired comparisons, intervals, reports.
 
 - ``ranking_metrics``: the per-target metrics every method is scored with, and bootstrap CIs.
-- ``tuning``: Optuna studies whose objective is an inner LOTO (nested under the outer one).
-- ``loto``: the outer LOTO loop over the meta-model and every baseline; trains the shipped model.
+- ``tuning``: Optuna studies whose objective is an inner leave-one-group-out (nested).
+- ``selection``: nested selection of the shipped method, each outer fold choosing from its
+  training groups only; conformal calibration from inner residuals.
+- ``loto``: the outer leave-one-group-out loop (shipped rows, every candidate, baselines);
+  chooses and trains the shipped model on all groups.
+- ``paired``: paired bootstrap CI + Wilcoxon p for "A vs B" over the same targets (or groups).
+- ``conformal``: split-conformal intervals exchangeable at the target level, and coverage.
+- ``ceiling``: the noise ceiling (split-half τw over seeds); ``reference``: agreement with
+  the published study; ``verdict``: evaluate-meta's sentences and JSON.
 - ``correlation``: does any single pair feature track transfer?
 - ``report``: ``evaluate-meta --out``: JSON, CSV, figures, one HTML file.
 

@@ -1,12 +1,14 @@
-"""Leave-one-target-out evaluation of the meta-model and every baseline, in one loop.
+"""Nested leave-one-group-out (LOGO) evaluation: what ships, every candidate, the baselines.
 
-For held-out target t (sklearn ``LeaveOneGroupOut`` semantics, groups = targets) the
-model is trained on rows whose target ∉ {t, twins(t)} and whose source ∉ {t, twins(t)};
-fold features, label normalisation and hyper-parameters (an inner LOTO, see
-:mod:`recommender.evaluation.tuning`) use training targets only. t's candidates are the sources
-measured for it. Three meta-model rows are reported: ``meta`` (kind and feature set
-chosen by the inner loop), and the inner-best ``meta_regressor`` and ``meta_ranker``
-— all of them, so no variant is picked on the outer result.
+Folds hold out whole independence groups (``KnowledgeBase.groups``: a derived task with
+its parent, twins with each other): for held-out group g the model is trained on rows
+whose target ∉ g and whose source ∉ g; fold features, label normalisation,
+hyper-parameters and the choice of method use the training groups only (an inner LOGO,
+:mod:`recommender.evaluation.selection`). The ``shipped`` row is what that procedure
+ships per fold, so its mean estimates the whole procedure; every candidate's own row is
+kept for reference and never picked from. Comparisons between methods are paired
+(:mod:`recommender.evaluation.paired`), intervals conformal with measured coverage
+(:mod:`recommender.evaluation.conformal`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import LeaveOneGroupOut
 
 from imagesets import UserError
-from recommender.evaluation import tuning
+from recommender.evaluation import conformal, tuning
+from recommender.evaluation.paired import paired_comparison
 from recommender.evaluation.ranking_metrics import (
     METRICS,
     evaluate_scores,
@@ -29,10 +31,19 @@ from recommender.evaluation.ranking_metrics import (
     rank_metrics,
     summarise,
 )
+from recommender.evaluation.selection import ROW_NAME, Folds, Procedure, group_of
 from recommender.model import MetaDataset, baseline_scores, fold_rows
 from recommender.model import meta_model as mm
+from recommender.model.methods import auc_level, normal_scores
 
 META_METHODS = ("meta", "meta_regressor", "meta_ranker")
+RENAMED_BASELINES = {"static": "static_readme"}  # the shared README's definition keeps t's row
+DUPLICATE_BASELINES = ("static_strict",)  # = the registry's static (held-out rows and columns out)
+PROTOCOL = ("leave-one-group-out: a held-out group's targets, its rows as sources and its columns "
+            "never reach the model, its statistics or its hyper-parameters; the shipped method is "
+            "chosen per outer fold by an inner leave-one-group-out over the training groups; 95% CIs "
+            "= seeded bootstrap over targets; paired comparisons over groups when groups hold "
+            "several targets")
 
 
 class ScoresFileError(UserError):
@@ -41,39 +52,57 @@ class ScoresFileError(UserError):
 
 @dataclass
 class LotoResult:
-    """Per-target metrics, their summary and every held-out prediction."""
+    """Per-target metrics, their summary, held-out predictions, choices, intervals, comparisons."""
 
     kb_name: str
     per_target: pd.DataFrame  # method, target, METRICS, n_sources
     summary: pd.DataFrame  # method, n_targets, metric means + 95% CI
     predictions: pd.DataFrame  # method, target, source, score, auc
-    choices: pd.DataFrame  # target, kind, features, inner score (per outer fold)
-    coverage80: float = math.nan  # share of held-out AUCs inside the regressor's 80% band
-    n_cells: int = 0
+    choices: pd.DataFrame  # group, targets, scenario, method, inner_tau_w, interval q (per outer fold)
+    inner: pd.DataFrame  # group, method, inner_tau_w (every candidate, every outer fold)
+    intervals: pd.DataFrame  # scenario, group, target, source, auc, predicted_auc, lo, hi
+    coverage: dict[str, dict]  # scenario → measured coverage of the shipped method's interval
+    comparisons: list[dict]
+    groups: dict[str, str]  # target → group
+    scenarios: list[str]
     notes: list[str] = field(default_factory=list)
+    procedure: Procedure | None = field(default=None, repr=False)
+
+    @property
+    def n_groups(self) -> int:
+        return len(set(self.groups.values()))
+
+    @property
+    def coverage80(self) -> float:
+        """Measured coverage of the ``any`` procedure's interval (NaN when it gives none)."""
+        return float(self.coverage.get("any", {}).get("coverage", math.nan))
+
+    def comparison(self, a: str, b: str, metric: str = "tau_w") -> dict | None:
+        for c in self.comparisons:
+            if c["a"] == a and c["b"] == b and c["metric"] == metric:
+                return c
+        return None
 
     def verdict(self) -> dict:
-        """Did the inner-selected meta-model beat the static ranking (higher mean τw, regret no worse)?"""
-        s = self.summary.set_index("method")
-        if "meta" not in s.index or "static" not in s.index:
-            return {"beat_static": False, "reason": "meta-model or static baseline missing"}
-        m, st = s.loc["meta"], s.loc["static"]
-        beat = bool(m["tau_w"] > st["tau_w"] and m["regret"] <= st["regret"])
-        return {
-            "beat_static": beat,
-            "meta_tau_w": float(m["tau_w"]), "static_tau_w": float(st["tau_w"]),
-            "meta_regret": float(m["regret"]), "static_regret": float(st["regret"]),
-            "rule": "beat = mean τw higher AND mean regret not higher, over the same LOTO targets",
-        }
+        """Shipped vs static (paired, τw and regret) per scenario, in words."""
+        out = {}
+        for scen in self.scenarios:
+            row = ROW_NAME[scen]
+            counts = self.choices[self.choices["scenario"] == scen]["method"].value_counts()
+            out[scen] = {"row": row, "chosen_per_fold": {str(k): int(v) for k, v in counts.items()},
+                         "vs_static": self.comparison(row, "static"),
+                         "vs_static_regret": self.comparison(row, "static", "regret")}
+        return out
+
+
+def logo_groups(md: MetaDataset) -> list[tuple[str, list[str]]]:
+    """(group, its targets) in the KB's target order: the outer folds."""
+    return list(Folds(md).groups.items())
 
 
 def logo_folds(md: MetaDataset) -> list[str]:
-    """Held-out targets in LeaveOneGroupOut order (groups = target of each row)."""
-    rows = md.rows
-    out = []
-    for _, test_idx in LeaveOneGroupOut().split(rows, groups=rows["target"]):
-        out.append(str(rows["target"].iloc[test_idx[0]]))
-    return out
+    """The held-out targets, grouped fold by fold (LOGO order)."""
+    return [t for _, ts in logo_groups(md) for t in ts]
 
 
 def _scores_rows(method: str, target: str, test: pd.DataFrame, score: np.ndarray) -> pd.DataFrame:
@@ -83,62 +112,129 @@ def _scores_rows(method: str, target: str, test: pd.DataFrame, score: np.ndarray
 
 def fold_predictions(md: MetaDataset, target: str, study_params: dict[str, dict]
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Held-out scores of every meta variant for ``target``, the regressor's 80% AUC band, test rows."""
+    """Held-out scores of meta-models with ``study_params`` for ``target`` (its group held out),
+    the first one's predicted AUC (level from training targets only), and the test rows."""
+    from recommender.model.methods import Context, MetaFitted
+
     train, test = fold_rows(md, [target])
-    preds = []
+    ctx = Context.of(md)
+    preds, first = [], None
     for method, params in study_params.items():
-        cols = mm.feature_columns(train.columns, params["features"], md.pair_features)
-        model = mm.fit_model(params, train, cols)
-        preds.append(_scores_rows(method, target, test, mm.predict(model, test, cols)))
-    rp = study_params["meta_regressor"]
-    cols = mm.feature_columns(train.columns, rp["features"], md.pair_features)
-    band = mm.predict_auc_band(mm.interval_models(rp, train, cols), test, cols, mm.auc_scale(train))
-    band.insert(0, "source", test["source"].to_numpy())
-    band["auc"] = test["auc"].to_numpy()
-    band["target"] = target
+        fitted = MetaFitted.fit(train, Context(ctx.pair_features, ctx.directions, ctx.kinds,
+                                               ctx.groups, params))
+        s = fitted.score(test)
+        first = s if first is None else first
+        preds.append(_scores_rows(method, target, test, s))
+    z = normal_scores(first, test["target"].to_numpy())
+    lv = auc_level(train)
+    band = pd.DataFrame({"source": test["source"].to_numpy(),
+                         "predicted_auc": lv["mu"] + lv["sd"] * np.asarray(z),
+                         "auc": test["auc"].to_numpy(), "target": target})
     return pd.concat(preds, ignore_index=True), band, test
+
+
+def _order(methods: list[str]) -> list[str]:
+    head = [*ROW_NAME.values(), "static", "residual", "residual+est", *META_METHODS,
+            *(f"{m}+est" for m in META_METHODS)]
+    rank = {m: i for i, m in enumerate(head)}
+
+    def key(m: str) -> tuple[int, int, str]:
+        if m in rank:
+            return (0, rank[m], m)
+        if m == "random":
+            return (9, 0, m)
+        pre = m.split(":", 1)[0]
+        return ({"estimate": 1, "rankavg": 2}.get(pre, 3), 0, m)
+
+    return sorted(methods, key=key)
+
+
+def comparisons(per_target: pd.DataFrame, groups: dict[str, str], scenarios: list[str],
+                seed: int = 0) -> list[dict]:
+    """The paired comparisons evaluate-meta prints: each shipped row vs static, vs the best single
+    estimator, the estimate procedure vs the estimate-free one, and the meta-model vs static."""
+    wide = {m: per_target.pivot_table(index="target", columns="method", values=m, aggfunc="first")
+            for m in ("tau_w", "regret")}
+    have = set(wide["tau_w"].columns)
+    est = [m for m in have if m.startswith("estimate:")]
+    best_est = max(est, key=lambda m: wide["tau_w"][m].mean()) if est else None
+    pairs = []
+    for scen in scenarios:
+        pairs.append((ROW_NAME[scen], "static", ""))
+    if "estimates" in scenarios:
+        if best_est:
+            pairs.append((ROW_NAME["estimates"], best_est, "best single estimator by its outer mean τw "
+                          "(picked on the outer figures, so the comparison favours the estimator)"))
+        pairs.append((ROW_NAME["estimates"], ROW_NAME["any"], ""))
+    pairs.append(("meta", "static", "the meta-model alone, not what ships"))
+    out = []
+    for a, b, why in pairs:
+        if a not in have or b not in have:
+            continue
+        for metric, hib in (("tau_w", True), ("regret", False)):
+            c = paired_comparison(wide[metric][a], wide[metric][b], groups=groups,
+                                  higher_is_better=hib, seed=seed)
+            out.append({"a": a, "b": b, "metric": metric, "note": why} | c)
+    return out
 
 
 def run_loto(md: MetaDataset, retune: bool = False, n_trials: int = tuning.N_TRIALS,
              storage: str | None = None, seed: int = mm.SEED,
-             progress: Callable[[str], None] | None = None) -> LotoResult:
-    """The full LOTO comparison for one KB (meta variants + baselines + random expectation)."""
-    preds, bands, choices, per = [], [], [], []
-    for t in logo_folds(md):
+             progress: Callable[[str], None] | None = None,
+             nominal: float = conformal.NOMINAL,
+             on_trial: Callable[[], None] | None = None) -> LotoResult:
+    """Nested LOGO over every group: shipped rows, every candidate, baselines, random expectation.
+
+    ``progress(group)`` before each outer fold; ``on_trial()`` after each Optuna trial run
+    (none when every stored study still fits the KB)."""
+    folds = Folds(md)
+    proc = Procedure(md, folds, retune=retune, n_trials=n_trials, storage=storage, nominal=nominal,
+                     on_trial=on_trial)
+    preds, ivs, choices, inner, per = [], [], [], [], []
+    for g in folds.labels:
         if progress:
-            progress(t)
-        study = tuning.get_study(md, t, retune=retune, n_trials=n_trials, storage=storage)
-        best, score = tuning.best_params(study)
-        reg, reg_s = tuning.best_params(study, "regressor")
-        rank, rank_s = tuning.best_params(study, "ranker")
-        choices.append({"target": t, "kind": best["kind"], "features": best["features"],
-                        "inner_tau_w": score, "inner_tau_w_regressor": reg_s,
-                        "inner_tau_w_ranker": rank_s, "n_trials": len(study.trials)})
-        p, band, test = fold_predictions(md, t, {"meta": best, "meta_regressor": reg, "meta_ranker": rank})
-        preds.append(p)
-        bands.append(band)
-        for name, s in baseline_scores(md, t, test).items():  # every registered baseline
-            preds.append(_scores_rows(name, t, test, s.to_numpy(dtype=float)))
-        per.append({"method": "random", "target": t}
-                   | random_expected_metrics(test["auc"].to_numpy(), seed=seed))
+            progress(g)
+        fo = proc.outer_fold(g)
+        preds.append(fo.predictions)
+        ivs.append(fo.intervals.assign(group=g))
+        for scen, ch in fo.choices.items():
+            choices.append({"group": g, "targets": ",".join(fo.targets), "scenario": scen,
+                            "method": ch.method, "inner_tau_w": ch.inner_tau_w,
+                            "interval_q": ch.calibration.get("q"),
+                            "calibration_targets": ch.calibration.get("n_targets")})
+        inner += [{"group": g, "method": m, "inner_tau_w": v} for m, v in fo.inner.items()]
+        _, test = folds.outer(g)
+        for t in fo.targets:
+            tt = test[test["target"] == t].reset_index(drop=True)
+            for name, s in baseline_scores(md, t, tt).items():
+                if name in DUPLICATE_BASELINES or name.startswith("estimate:"):
+                    continue
+                preds.append(_scores_rows(RENAMED_BASELINES.get(name, name), t, tt, s.to_numpy(dtype=float)))
+            per.append({"method": "random", "target": t}
+                       | random_expected_metrics(tt["auc"].to_numpy(), seed=seed))
+    if any(m.tuned for m in proc.cands.values()):
+        keep = {tuning.study_name(md.kb_name, g) for g in folds.labels} | {tuning.study_name(md.kb_name, None)}
+        tuning.prune(md.kb_name, keep, storage)
     pred = pd.concat(preds, ignore_index=True)
     for (method, t), g in pred.groupby(["method", "target"], sort=False):
         per.append({"method": method, "target": t} | rank_metrics(g["score"].to_numpy(), g["auc"].to_numpy()))
     per_target = pd.DataFrame(per)
-    order = {m: i for i, m in enumerate([*META_METHODS, "static", "static_strict", "always_imagenet",
-                                         "largest_source"])}
-    per_target["_o"] = per_target["method"].map(lambda m: order.get(m, 50 if m != "random" else 99))
-    per_target = per_target.sort_values(["_o", "method"], kind="stable").drop(columns="_o")
+    order = {m: i for i, m in enumerate(_order(list(per_target["method"].unique())))}
+    per_target = per_target.sort_values("method", key=lambda c: c.map(order), kind="stable")
     per_target = per_target.reset_index(drop=True)
-    band = pd.concat(bands, ignore_index=True)
-    inside = (band["auc"] >= band["lo80"]) & (band["auc"] <= band["hi80"])
+    intervals = pd.concat(ivs, ignore_index=True)
+    coverage = {scen: conformal.coverage(intervals[intervals["scenario"] == scen], nominal)
+                for scen in proc.scenarios}
+    tgroups = {t: group_of(md, t) for t in md.targets}
     notes = []
     n_t = per_target["target"].nunique()
     if n_t < 5:
-        notes.append(f"only {n_t} targets: LOTO ranking metrics are anecdotal here, "
+        notes.append(f"only {n_t} targets: LOGO ranking metrics are anecdotal here (no CIs), "
                      "the correlation report is the main result for this KB")
     return LotoResult(md.kb_name, per_target, summarise(per_target, seed=seed), pred,
-                      pd.DataFrame(choices), float(inside.mean()), int(len(band)), notes)
+                      pd.DataFrame(choices), pd.DataFrame(inner), intervals, coverage,
+                      comparisons(per_target, tgroups, proc.scenarios, seed=seed), tgroups,
+                      list(proc.scenarios), notes, proc)
 
 
 # -- external score tables -------------------------------------------------------------
@@ -197,53 +293,74 @@ def _metric_block(row: pd.Series) -> dict:
             for m in METRICS} | {"top1_count": int(row["top1_count"])}
 
 
-def validated_summary(result: LotoResult) -> dict:
-    """What the shipped method achieved under LOTO (+ every method's means), for manifests and `recommend`."""
+def shipped_summary(result: LotoResult, scenario: str = "any") -> dict:
+    """What the ``scenario`` procedure achieved under nested LOGO, for manifests and ``recommend``."""
     s = result.summary.set_index("method")
-    verdict = result.verdict()
-    if verdict["beat_static"]:
-        method = "meta"
-    else:
-        shippable = [m for m in s.index if m not in (*META_METHODS, "random", "static_strict",
-                                                     "always_imagenet")]
-        method = max(shippable, key=lambda m: (s.loc[m, "tau_w"], -s.loc[m, "regret"]))
+    row = ROW_NAME[scenario]
+    if row not in s.index:
+        return {}
+    v = result.verdict().get(scenario, {})
     return {
-        "method": method,
-        "n_targets": int(s.loc[method, "n_targets"]),
-        "mean": _metric_block(s.loc[method]),
-        "beat_static": verdict["beat_static"],
-        "verdict": verdict,
-        "coverage80": result.coverage80,
+        "row": row,
+        "n_targets": int(s.loc[row, "n_targets"]),
+        "n_groups": result.n_groups,
+        "mean": _metric_block(s.loc[row]),
+        "chosen_per_fold": v.get("chosen_per_fold", {}),
+        "vs_static": v.get("vs_static"),
+        "coverage": result.coverage.get(scenario, {}),
+        "coverage80": result.coverage.get(scenario, {}).get("coverage"),
+        "protocol": PROTOCOL,
+    }
+
+
+def validated_summary(result: LotoResult) -> dict:
+    """The ``any`` procedure's summary plus every method's means (kept for report writers)."""
+    s = result.summary.set_index("method")
+    return shipped_summary(result, "any") | {
         "all_methods": {m: _metric_block(s.loc[m]) | {"n_targets": int(s.loc[m, "n_targets"])}
-                        for m in s.index},
-        "protocol": "leave-one-target-out; target and its twins dropped as rows and columns; "
-                    "hyper-parameters by inner LOTO (Optuna TPE); 95% CI = seeded bootstrap over targets",
-    }
+                        for m in s.index}}
 
 
-def train_final(md: MetaDataset, result: LotoResult, retune: bool = False,
+def train_final(md: MetaDataset, result: LotoResult | None = None, retune: bool = False,
                 n_trials: int = tuning.N_TRIALS, storage: str | None = None,
-                out_root: Path | None = None) -> Path:
-    """Tune on LOTO over ALL targets, train on all rows, save to ``artifacts/models/<kb>/``."""
-    from recommender.model import all_rows, baseline_column, static_z_quantiles
+                out_root: Path | None = None, extra: dict | None = None) -> Path:
+    """Choose per scenario by the same inner LOGO on ALL groups, fit on all rows, save the model.
 
-    study = tuning.get_study(md, None, retune=retune, n_trials=n_trials, storage=storage)
-    main, main_s = tuning.best_params(study)
-    reg, reg_s = tuning.best_params(study, "regressor")
-    validated = validated_summary(result)
-    base = baseline_column(validated["method"], md) if validated["method"] != "meta" else None
+    The shipped method is never picked from the outer figures: those (``result``) are only
+    recorded beside it, as its validation.
+    """
+    from recommender.model import all_rows
+
+    proc = (result.procedure if result is not None and result.procedure is not None
+            else Procedure(md, retune=retune, n_trials=n_trials, storage=storage))
+    means, choices, params = proc.final()
+    shipped = {}
+    for scen, ch in choices.items():
+        entry = proc.fit_final(ch) | {"validated": shipped_summary(result, scen) if result is not None else {}}
+        if not (entry["validated"].get("coverage") or {}).get("n_cells"):
+            # an interval is shipped only when the outer folds measured its coverage
+            entry["calibration"] = dict(entry["calibration"], q=None,
+                                        no_interval="coverage not measured under nested leave-one-group-out")
+        shipped[scen] = entry
+    # the explaining meta-model: the shipped one when a meta-model ships (same params, same rows,
+    # deterministic: the same booster), else the inner-best estimate-free meta-model
+    any_choice = choices["any"]
+    main = ((any_choice.params if any_choice.method.startswith("meta") else None)
+            or params.get("meta") or dict(mm.DEFAULT_PARAMS, features="prior_card"))
+    ctx = proc.ctx
     manifest = {
-        "method": validated["method"],
-        "meta_kind": main["kind"],
-        "baseline_column": list(base) if base else None,
-        "validated": validated,
-        "beat_static": validated["beat_static"],
-        "inner_loto_tau_w": {"main": main_s, "regressor": reg_s},
+        "method": shipped["any"]["method"],
+        "protocol": PROTOCOL,
+        "context": {"pair_features": ctx.pair_features, "directions": ctx.directions,
+                    "kinds": ctx.kinds, "groups": ctx.groups},
+        "final_inner_tau_w": {k: (None if not math.isfinite(v) else v) for k, v in means.items()},
         "optuna": {"storage": f"artifacts/optuna/{md.kb_name}.db",
-                   "study": tuning.study_name(md.kb_name, None), "n_trials": len(study.trials),
-                   "sampler": "TPESampler(seed=0)"},
-        "per_fold_choices": result.choices.to_dict(orient="records"),
-    }
-    root = out_root or mm.models_dir()
-    return mm.save_recommender(root / md.kb_name, md.kb_name, main, reg, all_rows(md),
-                               md.pair_features, static_z_quantiles(md.matrix), manifest)
+                   "study": tuning.study_name(md.kb_name, None), "sampler": "TPESampler(seed=0)",
+                   "n_trials": n_trials},
+        "per_fold_choices": result.choices.to_dict(orient="records") if result is not None else [],
+    } | (extra or {})
+    from recommender.model.shipped import models_dir, save_recommender
+
+    root = out_root or models_dir()
+    return save_recommender(root / md.kb_name, md.kb_name, shipped, main, all_rows(md),
+                               md.pair_features, ctx.estimators, manifest)

@@ -2,8 +2,10 @@
 
 - ``meta_dataset``: one feature row per (source, target) cell of a KB, fold features
   recomputed per held-out fold, and the rows of a new target.
-- ``meta_model``: LightGBM regressor / lambdarank ranker, AUC bands, the shipped
+- ``meta_model``: LightGBM regressor / lambdarank ranker; ``shipped``: the shipped
   :class:`Recommender` (``save_recommender`` / ``load_recommender``).
+- ``methods``: the registry of every method a KB can ship (name → fit → score), and the
+  score → predicted AUC → interval mapping; ``residual``: the shrunk residual model.
 - ``baselines``: the simple rules the meta-model must beat.
 
 Nothing here evaluates or tunes; that is :mod:`recommender.evaluation`, which imports this.
@@ -29,7 +31,7 @@ from recommender.model.meta_dataset import (
     rows_for_new_target,
     twins_map,
 )
-from recommender.model.meta_model import (
+from recommender.model.shipped import (
     Recommender,
     RecommenderError,
     load_recommender,

@@ -41,7 +41,12 @@ def pair_direction(feature: str, kind: str = "") -> int:
 
 
 def twins_map(kb: KnowledgeBase) -> dict[str, set[str]]:
-    """Near-duplicate datasets from the manifest's ``twins`` (list of pairs or name→list), symmetric."""
+    """Each dataset's group mates, symmetric: whatever must be held out with it.
+
+    The independence groups of ``KnowledgeBase.groups`` (manifest ``groups``: a derived task
+    with its parent; declared twins), plus the manifest's ``twins`` in any of its formats
+    (list of pairs or longer lists, name→list). Leave-one-group-out holds out all of them.
+    """
     raw = kb.manifest.get("twins") or []
     pairs: list[tuple[str, str]] = []
     if isinstance(raw, dict):
@@ -54,6 +59,11 @@ def twins_map(kb: KnowledgeBase) -> dict[str, set[str]]:
             for i, a in enumerate(group):
                 for b in group[i + 1:]:
                     pairs.append((str(a), str(b)))
+    members: dict[str, list[str]] = {}
+    for name, g in kb.groups.items():
+        members.setdefault(g, []).append(name)
+    for names in members.values():
+        pairs += [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     out: dict[str, set[str]] = {}
     for a, b in pairs:
         out.setdefault(a, set()).add(b)
@@ -149,7 +159,8 @@ class MetaDataset:
     pair_features: list[str]  # names of pair features from the KB
     pair_directions: dict[str, int]
     pair_kinds: dict[str, str] = field(default_factory=dict)
-    twins: dict[str, set[str]] = field(default_factory=dict)
+    twins: dict[str, set[str]] = field(default_factory=dict)  # group mates (see twins_map)
+    groups: dict[str, str] = field(default_factory=dict)  # dataset → independence group
 
     @property
     def targets(self) -> list[str]:
@@ -218,7 +229,7 @@ def build_meta_dataset(kb: KnowledgeBase) -> MetaDataset:
     df = pd.DataFrame(rows)
     df = df[ID_COLUMNS + [c for c in df.columns if c not in ID_COLUMNS]]
     return MetaDataset(kb.name, df.reset_index(drop=True), matrix, cards, meta, pair_names,
-                       directions, kinds, twins_map(kb))
+                       directions, kinds, twins_map(kb), dict(kb.groups))
 
 
 # -- fold-dependent features ---------------------------------------------------------
@@ -266,13 +277,15 @@ def _profile_prior(md: MetaDataset, rows: pd.DataFrame, z: pd.DataFrame, train_c
     prof = pd.concat({f: src.pivot(index="source", columns="target", values=f).rank() for f in feats})
     targets = list(dict.fromkeys(rows["target"]))
     weights: dict[str, dict[str, float]] = {}
+    pv = prof.to_numpy(dtype=float)  # numpy columns: this runs once per fold, hundreds of times
+    pcol = {c: j for j, c in enumerate(prof.columns)}
     for v in targets:
         weights[v] = {}
         for u in train_cols:
-            if u == v or u not in prof.columns or v not in prof.columns:
+            if u == v or u not in pcol or v not in pcol:
                 continue
-            a, b = prof[v], prof[u]
-            ok = a.notna() & b.notna()
+            a, b = pv[:, pcol[v]], pv[:, pcol[u]]
+            ok = np.isfinite(a) & np.isfinite(b)
             if ok.sum() >= min_common:
                 rho = np.corrcoef(a[ok], b[ok])[0, 1]
                 if np.isfinite(rho) and rho > 0:

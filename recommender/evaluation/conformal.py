@@ -1,0 +1,100 @@
+"""Split-conformal intervals for a shipped method's predicted AUC, exchangeable at the target level.
+
+The predicted AUC of a source for a target is ``mu + sd · slope · z`` (see
+:func:`recommender.model.methods.predicted_auc`): ``z`` the method's within-target
+normal score, ``mu``/``sd`` the AUC level and spread of the training targets. Its error
+is mostly the new target's unknown AUC level, so cells of one target are not
+exchangeable with each other — targets are. The calibration residuals therefore come
+from *held-out targets* (leave-one-group-out predictions on training groups only), and
+the quantile is of the pooled, target-weighted residual distribution over K calibration
+targets (Dunn, Gupta & Ramdas 2022, pooled CDF for two-layer hierarchical data) at level
+``nominal · (1 + c/K)``. ``c = 1`` is the textbook finite-sample correction: coverage at
+least nominal, on average up to 1/(K+1) above it (measured: 85–86% for a nominal 80% on
+juodelyte2024 and local). ``c = 1/2`` (:data:`CORRECTION`, the default) aims at the middle
+of that range, so the expected coverage is near nominal rather than above it (measured:
+82–83%); the synthetic test checks it stays within ±5 points. With too few targets for a
+finite quantile (``K < nominal / (1 − nominal)``) no interval is given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from recommender.model.scoring import auc_interval, predicted_auc
+
+NOMINAL = 0.8
+CORRECTION = 0.5
+
+
+def min_targets(nominal: float = NOMINAL) -> int:
+    """Fewest calibration targets for which the corrected level is ≤ 1."""
+    return int(math.ceil(nominal / (1.0 - nominal) - 1e-9))
+
+
+def weighted_quantile(values: np.ndarray, targets: np.ndarray, level: float) -> float:
+    """Smallest v with (1/K) Σ_targets (share of that target's values ≤ v) ≥ level."""
+    v = np.asarray(values, dtype=float)
+    t = np.asarray(targets)
+    counts = pd.Series(t).value_counts()
+    w = 1.0 / (len(counts) * counts.reindex(t).to_numpy(dtype=float))
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order])
+    i = int(np.searchsorted(cum, level - 1e-12))
+    return float(v[order][min(i, len(v) - 1)])
+
+
+def fit_slope(cal: pd.DataFrame) -> float:
+    """Least-squares slope (through 0, ≥ 0) of the standardised AUC ``(auc − mu)/sd`` on ``z``."""
+    z = cal["z"].to_numpy(dtype=float)
+    y = ((cal["auc"] - cal["mu"]) / cal["sd"].replace(0.0, np.nan)).to_numpy(dtype=float)
+    ok = np.isfinite(z) & np.isfinite(y)
+    den = float(z[ok] @ z[ok])
+    return max(0.0, float(z[ok] @ y[ok]) / den) if den > 0 else 0.0
+
+
+def calibrate(cal: pd.DataFrame, nominal: float = NOMINAL, correction: float = CORRECTION) -> dict:
+    """Slope and conformal half-width from calibration cells ``target, z, auc, mu, sd``.
+
+    Every row must be a prediction for a target that was held out of the model (and of
+    ``mu``/``sd``) that made it. Returns ``slope, q, nominal, n_targets, n_cells``; ``q``
+    is None when there are too few targets for a finite quantile.
+    """
+    cal = cal[np.isfinite(cal["auc"].to_numpy(dtype=float))]
+    k = int(cal["target"].nunique())
+    out = {"nominal": nominal, "n_targets": k, "n_cells": int(len(cal)), "slope": 0.0, "q": None}
+    if k == 0:
+        return out
+    slope = fit_slope(cal)
+    pred = predicted_auc(cal["z"].to_numpy(dtype=float),
+                         {"mu": cal["mu"].to_numpy(dtype=float), "sd": cal["sd"].to_numpy(dtype=float),
+                          "slope": slope})
+    resid = np.abs(cal["auc"].to_numpy(dtype=float) - pred)
+    out["slope"] = slope
+    level = nominal * (1.0 + correction / k)
+    out["level"] = level
+    if k < min_targets(nominal) or level > 1.0:
+        return out
+    out["q"] = weighted_quantile(resid, cal["target"].to_numpy(), level)
+    return out
+
+
+def interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
+    """predicted_auc, lo, hi for normal scores ``z`` (the same code ``recommend`` runs)."""
+    return auc_interval(z, level, calibration)
+
+
+def coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
+    """Share of held-out cells (``auc, lo, hi, target``) inside their interval, with n cells and targets."""
+    ok = cells[np.isfinite(cells["lo"].to_numpy(dtype=float))]
+    n = int(len(ok))
+    out = {"nominal": nominal, "n_cells": n, "n_targets": int(ok["target"].nunique()) if n else 0,
+           "n_cells_without_interval": int(len(cells) - n)}
+    if n == 0:
+        return out | {"coverage": math.nan, "per_target_mean": math.nan, "median_half_width": math.nan}
+    inside = (ok["auc"] >= ok["lo"]) & (ok["auc"] <= ok["hi"])
+    return out | {"coverage": float(inside.mean()),
+                  "per_target_mean": float(inside.groupby(ok["target"]).mean().mean()),
+                  "median_half_width": float(((ok["hi"] - ok["lo"]) / 2).median())}

@@ -1,0 +1,109 @@
+"""What every shipped method shares: its context, the fitted-method interface, and the map from
+a ranking score to a predicted AUC and its interval.
+
+Kept apart from the registry (:mod:`recommender.model.methods`) so the residual model and the
+shipped recommender can use them without importing each other.
+
+The predicted AUC of a ranking comes from :func:`normal_scores` (within-target rank →
+normal quantile) and :func:`predicted_auc` (the training targets' AUC level and spread,
+times a calibrated slope), so the predicted column is monotone in the score: order,
+predicted value and interval agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+ESTIMATE_KIND = "transferability"
+
+
+@dataclass
+class Context:
+    """What a method may know about the KB besides the fold's rows (never any AUC)."""
+
+    pair_features: list[str]
+    directions: dict[str, int]
+    kinds: dict[str, str]
+    groups: dict[str, str] = field(default_factory=dict)
+    params: dict | None = None  # tuned hyper-parameters of a meta-model candidate
+
+    @classmethod
+    def of(cls, md, params: dict | None = None) -> Context:  # noqa: ANN001 - MetaDataset
+        return cls(list(md.pair_features), dict(md.pair_directions), dict(md.pair_kinds),
+                   dict(getattr(md, "groups", {}) or {}), params)
+
+    @property
+    def estimators(self) -> list[str]:
+        return [f for f in self.pair_features if self.kinds.get(f) == ESTIMATE_KIND]
+
+
+class Fitted:
+    """A fitted method: ``score(rows)`` and a JSON-able ``state()`` that ``Method.load`` restores."""
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        return {}
+
+
+def column(rows: pd.DataFrame, col: str) -> np.ndarray:
+    return rows[col].to_numpy(dtype=float) if col in rows else np.full(len(rows), np.nan)
+
+
+def within_target_pct(rows: pd.DataFrame, values: np.ndarray) -> np.ndarray:
+    """Percentile rank of ``values`` within each target (NaN stays NaN)."""
+    s = pd.Series(values, index=rows.index)
+    return s.groupby(rows["target"].to_numpy(), sort=False).rank(pct=True).to_numpy(dtype=float)
+
+
+def normal_scores(scores: np.ndarray, targets: np.ndarray | pd.Series) -> np.ndarray:
+    """Within each target: rank of the score (NaN lowest) → standard normal quantile.
+
+    A rank-based scale makes every method's score comparable (a LightGBM ranker's raw
+    score, a rank average, a LogME value) and keeps the predicted AUC monotone in it.
+    """
+    s = pd.Series(np.asarray(scores, dtype=float))
+    low = np.nanmin(s.to_numpy()) - 1.0 if s.notna().any() else 0.0
+    s = s.fillna(low)
+    t = pd.Series(np.asarray(targets)).reset_index(drop=True)
+    r = s.groupby(t, sort=False).rank(method="average")
+    n = s.groupby(t, sort=False).transform("size")
+    return norm.ppf(((r - 0.5) / n).to_numpy(dtype=float))
+
+
+def predicted_auc(z: np.ndarray, level: dict) -> np.ndarray:
+    """``mu + sd · slope · z``: the training targets' mean AUC level and spread, slope calibrated."""
+    return level["mu"] + level["sd"] * level.get("slope", 1.0) * np.asarray(z, dtype=float)
+
+
+def auc_interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
+    """predicted_auc, lo, hi from a calibration (``slope``, conformal half-width ``q``).
+
+    lo/hi are NaN when the calibration has no ``q`` (too few targets): no interval is better
+    than an uncalibrated one. Clipped to [0, 1].
+    """
+    pred = predicted_auc(z, level | {"slope": calibration.get("slope", 0.0)})
+    q = calibration.get("q")
+    if q is None:
+        lo = hi = np.full(len(pred), np.nan)
+    else:
+        lo, hi = np.clip(pred - q, 0.0, 1.0), np.clip(pred + q, 0.0, 1.0)
+    return pd.DataFrame({"predicted_auc": pred, "lo": lo, "hi": hi})
+
+
+def auc_level(train: pd.DataFrame) -> dict:
+    """Mean over training targets of each target's mean AUC and of its sd (a new target's own level is unknown)."""
+    g = train.groupby("target")["auc"]
+    return {"mu": float(g.mean().mean()), "sd": float(g.std(ddof=0).mean())}
+
+
+def nan_safe(score: np.ndarray) -> np.ndarray:
+    """Scores with NaN replaced by −inf (ranked last), as :func:`rank_metrics` treats them."""
+    s = np.asarray(score, dtype=float)
+    return np.where(np.isnan(s), -math.inf, s)
