@@ -19,7 +19,7 @@ import pandas as pd
 
 from experiments import KnowledgeBase, list_kbs, load_kb
 from imagesets import ImageSet, UserError, read_imageset
-from recommender.explain import reasons, weights_location
+from recommender.explain import explain_order, weights_location
 
 MIN_IMAGES = 10
 
@@ -41,6 +41,8 @@ class Recommendation:
     validation: dict
     ranking: list[dict]
     notes: list[str] = field(default_factory=list)
+    interval: dict | None = None  # what lo80/hi80 are, with their measured coverage (None: none given)
+    noise_ceiling: dict | None = None  # the KB's split-half ceiling on τw (or why there is none)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -50,36 +52,73 @@ class Recommendation:
         return pd.DataFrame(self.ranking)
 
 
-def choose_kb(kb: str | None) -> tuple[str, str]:
-    """The KB to use and why: the given one, else the one whose validated model ranks best (mean τw)."""
+MIN_VALIDATED_TARGETS = 5
+KB_RULE = ("rule: a labelled folder goes to a KB that ships source checkpoints (its order can use "
+           "estimates computed on your images); otherwise to the KB with most targets of your "
+           "folder's modality, then the closest image resolution, then the most targets; only KBs "
+           f"whose shipped method was validated on at least {MIN_VALIDATED_TARGETS} targets")
+
+
+def choose_kb(kb: str | None, card: dict | None = None, labelled: bool = False) -> tuple[str, str]:
+    """The KB to use and why, by a stated rule (:data:`KB_RULE`), never by comparing τw across KBs.
+
+    KBs differ in targets, so their validated figures are not comparable; what can be
+    compared is whether a KB can use evidence from the user's images (checkpoints, for a
+    labelled folder) and how much it resembles the folder (modality, resolution).
+    """
+    from imagesets.modality import canonical_modality, same_modality
     from recommender.model import load_recommender
 
     if kb:
         return kb, "chosen with --kb"
-    best, best_tau, scores = None, -np.inf, []
+    card = card or {}
+    eligible, skipped = [], []
     for name in list_kbs():
         try:
             rec = load_recommender(name)
-        except UserError:
+        except UserError as exc:  # a corrupt, old or missing model rules that KB out, not the run
+            skipped.append(f"{name} ({str(exc).splitlines()[0][:100]})")
             continue
-        tau = _mean_tau(rec.validated)
-        n = (rec.validated or {}).get("n_targets")
-        scores.append(f"{name} τw={tau:.3f} (n={n})")
-        if tau > best_tau and (n or 0) >= 5:
-            best, best_tau = name, tau
-    if best is None:
-        raise RecommendError("no knowledge base with a trained meta-model in artifacts/; run `catscans evaluate-meta --kb NAME`")
-    return best, "default: best validated LOTO mean τw among " + ", ".join(scores)
+        n = int((rec.validated or {}).get("n_targets") or 0)
+        if n < MIN_VALIDATED_TARGETS:
+            skipped.append(f"{name} (validated on {n} targets)")
+            continue
+        try:  # a broken KB folder (manifest, records) rules that KB out too, not the run
+            eligible.append((name, load_kb(name)))
+        except UserError as exc:
+            skipped.append(f"{name} ({str(exc).splitlines()[0][:100]})")
+    if not eligible:
+        raise RecommendError("no knowledge base with a trained model validated on at least "
+                             f"{MIN_VALIDATED_TARGETS} targets in artifacts/; run `catscans evaluate-meta --kb NAME`")
+    tail = f"; skipped {', '.join(skipped)}" if skipped else ""
+    if labelled:
+        with_ck = sorted((e for e in eligible if e[1].has_checkpoints), key=lambda e: (-len(e[1].targets), e[0]))
+        if with_ck:
+            name = with_ck[0][0]
+            return name, (f"default: your folder is labelled and KB {name} ships source checkpoints, so "
+                          f"the order can use transferability estimates on your images ({KB_RULE}){tail}")
+    mod = canonical_modality(card.get("modality"))
+    res = float(card.get("resolution") or np.nan)
 
+    def facts(e: tuple[str, KnowledgeBase]) -> tuple[int, float, int]:
+        k = e[1]
+        match = sum(1 for t in k.targets if mod and same_modality(mod, k.card(t).get("modality")) == 1.0)
+        rs = [float(k.card(t).get("resolution")) for t in k.targets
+              if isinstance(k.card(t).get("resolution"), (int, float)) and np.isfinite(k.card(t)["resolution"])]
+        dist = abs(np.log2(res / np.median(rs))) if rs and np.isfinite(res) and res > 0 else np.inf
+        return match, dist, len(k.targets)
 
-def _mean_tau(validated: dict | None) -> float:
-    if not validated:
-        return -np.inf
-    m = validated.get("mean", validated)
-    v = m.get("tau_w") if isinstance(m, dict) else None
-    if isinstance(v, dict):
-        v = v.get("mean")
-    return float(v) if v is not None else -np.inf
+    ranked = sorted(eligible, key=lambda e: (-facts(e)[0], facts(e)[1], -facts(e)[2], e[0]))
+    name = ranked[0][0]
+    match, dist, n_t = facts(ranked[0])
+    if match:
+        why = f"{match} of its {n_t} targets share your folder's modality ({mod})"
+    elif np.isfinite(dist):
+        why = (f"no KB target shares your folder's modality ({mod or 'unknown'}); its targets are "
+               f"closest in resolution ({2 ** dist:.1f}× apart from your {res:.0f} px)")
+    else:
+        why = f"no KB matches your folder's modality ({mod or 'unknown'}) or resolution; it has the most targets ({n_t})"
+    return name, f"default: KB {name}: {why} ({KB_RULE}){tail}"
 
 
 def _transferability_by_source(pairs: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -91,12 +130,69 @@ def _transferability_by_source(pairs: pd.DataFrame) -> dict[str, dict[str, float
             for src, g in tx.groupby("source")}
 
 
-def _method_label(model) -> str:  # noqa: ANN001
-    """'meta-model (LightGBM ranker)', 'static ranking', ... for the shipped method."""
-    if model.method == "meta":
-        return f"meta-model (LightGBM {model.manifest.get('meta_kind', 'regressor')})"
-    return {"static": "static ranking (fallback)", "largest_source": "largest source (fallback)"}.get(
-        model.method, f"{model.method} (fallback)")
+def _method_label(shipped) -> str:  # noqa: ANN001
+    """'static ranking', 'meta-model (LightGBM)', 'rank average of static + knn_acc', ... for the shipped method."""
+    m = shipped.method
+    if m == "static":
+        label = "static ranking"
+    elif m.startswith("meta"):
+        label = f"meta-model ({shipped.words or 'LightGBM'})"
+    elif m.startswith("rankavg:"):
+        label = "rank average of " + " + ".join(m.split(":", 1)[1].split("+"))
+    elif m.startswith("estimate:"):
+        label = f"{m.split(':', 1)[1]} estimate"
+    elif m.startswith("residual"):
+        label = "static prior + residual model"
+    else:
+        label = m
+    return label
+
+
+def _explain_baseline(shipped) -> tuple[str, tuple[str, int] | None]:  # noqa: ANN001
+    """(method name, (column, sign)) in the terms explain_order knows."""
+    m = shipped.method
+    if m.startswith("meta"):
+        return "meta", None
+    if m == "static":
+        return m, ("fold_static_prior", 1)
+    if m.startswith("estimate:"):
+        f = m.split(":", 1)[1]
+        return m, (f"pair_{f}", int(getattr(shipped.fitted, "ctx", None).directions.get(f, 1))
+                   if getattr(shipped.fitted, "ctx", None) else 1)
+    return m, None
+
+
+def _interval_info(shipped) -> dict | None:  # noqa: ANN001
+    """What the predicted-AUC interval is and its measured coverage (None: no calibrated interval)."""
+    cal, cov = shipped.calibration or {}, (shipped.validated or {}).get("coverage") or {}
+    if cal.get("q") is None or cov.get("coverage") is None:
+        return None
+    level = float(cal.get("nominal", 0.8))
+    return {"level": level, "coverage": float(cov["coverage"]), "lo_key": "lo80", "hi_key": "hi80",
+            "label": f"{int(round(100 * level))}% interval",
+            "n_cells": cov.get("n_cells"), "n_targets": cov.get("n_targets"),
+            "over": f"nested leave-one-group-out, {cov.get('n_cells')} cells of {cov.get('n_targets')} targets",
+            "caption": (f"split-conformal {int(round(100 * level))}% interval from held-out targets' "
+                        f"residuals; under nested leave-one-group-out it held the true AUC for "
+                        f"{float(cov['coverage']):.0%} of {cov.get('n_cells')} held-out cells "
+                        f"({cov.get('n_targets')} targets). The predicted AUC is the KB's average level "
+                        "moved by the source's rank, so it orders like the ranking")}
+
+
+def _validation_notes(shipped) -> list[str]:  # noqa: ANN001
+    """How the shipped method was chosen and its paired comparison with static, in words."""
+    from recommender.evaluation.paired import sentence
+
+    v = shipped.validated or {}
+    notes = []
+    chosen = v.get("chosen_per_fold") or {}
+    if chosen:
+        listed = ", ".join(f"{k} {n}×" for k, n in chosen.items())
+        notes.append(f"'{shipped.method}' was chosen by nested selection (inner leave-one-group-out); "
+                     f"under the outer folds the procedure chose {listed}")
+    if v.get("vs_static"):
+        notes.append(sentence("shipped procedure", "static", v["vs_static"]))
+    return notes
 
 
 def _shown_path(p: Path | None) -> str | None:
@@ -109,6 +205,26 @@ def _shown_path(p: Path | None) -> str | None:
         return str(p.resolve().relative_to(artifacts_dir().resolve().parent))
     except ValueError:
         return str(p)
+
+
+def _weights_card(kb: KnowledgeBase, source: str) -> dict:
+    """The candidate card of a KB source (recommender.candidates): weights location, arch, input, snippet.
+
+    ImageNet without shipped weights is the torchvision ImageNet-1k V1 checkpoint of the KB's
+    architecture (what ``experiments.models`` loads), so its card is that hub model's.
+    """
+    from recommender.candidates import resolve_candidate
+
+    arch = str(kb.manifest.get("architecture", ""))
+    if source == "imagenet" and kb.checkpoint_path(source) is None and arch in ("resnet18", "resnet50"):
+        try:
+            return resolve_candidate(f"torchvision:ResNet{arch[6:]}_Weights.IMAGENET1K_V1").card()
+        except UserError:
+            pass
+    try:
+        return resolve_candidate(source, kb).card()
+    except UserError as exc:
+        return {"spec": source, "kind": "unknown", "weights": weights_location(source, None), "notes": [str(exc)]}
 
 
 def _read_target(target: str | Path, progress: bool) -> ImageSet:
@@ -178,48 +294,44 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    kb_name, kb_choice = choose_kb(kb)
-    kbase = load_kb(kb_name)
-    model = load_recommender(kb_name)
-
     t = time.perf_counter()
     imageset = _read_target(target, progress)
     timings["read"] = time.perf_counter() - t
+    card = _target_card_for_model(imageset)
+    kb_name, kb_choice = choose_kb(kb, card, imageset.labelled)
+    kbase = load_kb(kb_name)
+    model = load_recommender(kb_name)
 
     t = time.perf_counter()
     profile = profile_dataset(imageset)
     timings["meta_features"] = time.perf_counter() - t
 
-    notes: list[str] = []
-    verdict = (model.validated or {}).get("verdict") or {}
-    if model.method != "meta" and verdict:
-        notes.append(
-            f"the meta-model did not beat the static ranking under leave-one-target-out "
-            f"(mean τw {verdict.get('meta_tau_w', float('nan')):.3f} vs {verdict.get('static_tau_w', float('nan')):.3f}, "
-            f"regret {verdict.get('meta_regret', float('nan')):.4f} vs {verdict.get('static_regret', float('nan')):.4f}); "
-            f"ranking by the best validated method, '{model.method}'"
-        )
     use_tx = imageset.labelled and kbase.has_checkpoints
+    shipped = model.scenario(estimates=use_tx)
+    notes: list[str] = _validation_notes(shipped)
     if not imageset.labelled:
         notes.append("unlabelled folder: label-free meta-features only (no class separability, no transferability estimates)")
     elif not kbase.has_checkpoints:
         notes.append(f"KB '{kb_name}' ships no source checkpoints: no transferability estimates")
     t = time.perf_counter()
-    card = _target_card_for_model(imageset)
     pairs = _pair_features(kbase, profile, imageset, card, use_tx)
     timings["similarity"] = time.perf_counter() - t
 
     t = time.perf_counter()
     rows = rows_for_new_target(kbase, card, profile.meta, pairs)
-    ranked = model.rank(rows)
-    contrib = model.contributions(rows)
+    ranked = model.rank(rows, estimates=use_tx)  # order, predicted AUC and interval: one score
+    contrib = model.contributions(rows, estimates=use_tx)
     timings["meta_model"] = time.perf_counter() - t
 
     tx = _transferability_by_source(pairs)
     static_pick = model.static_pick(rows)
-    # rank() orders by the shipped method's own score (meta-model or validated fallback).
+    # rank() orders by the shipped method's own score; its predicted AUC is monotone in it.
     ranked = ranked.reset_index(drop=True)
-    why_prefix = "" if model.method == "meta" else "meta-model's view: "
+    explain_method, explain_base = _explain_baseline(shipped)
+    own = getattr(shipped.fitted, "contributions", None)
+    if explain_base is None and explain_method != "meta" and callable(own):
+        contrib, explain_method = own(rows), "model"  # the order's own terms, not the meta-model's view
+    frows = rows.drop_duplicates("source").set_index("source")
     static_auc = (
         float(ranked.loc[ranked["source"] == static_pick, "predicted_auc"].iloc[0])
         if static_pick is not None and (ranked["source"] == static_pick).any() else np.nan
@@ -229,16 +341,21 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         src = r["source"]
         ck = _shown_path(kbase.checkpoint_path(src))
         crow = contrib.loc[src].to_dict() if contrib is not None and src in contrib.index else {}
+        # evidence and reasons come from the method that set the order, never another's view
+        evidence, why = explain_order(explain_method, explain_base,
+                                      frows.loc[src].to_dict() if src in frows.index else {}, crow)
         out.append({
             "rank": i + 1,
             "source": src,
             "predicted_auc": float(r["predicted_auc"]),
-            "lo80": float(r["lo80"]),
-            "hi80": float(r["hi80"]),
+            "lo80": float(r["lo80"]) if np.isfinite(r["lo80"]) else None,
+            "hi80": float(r["hi80"]) if np.isfinite(r["hi80"]) else None,
             "vs_static_pick": float(r["predicted_auc"] - static_auc) if np.isfinite(static_auc) else None,
             "static_pick": src == static_pick,
-            "reasons": why_prefix + reasons(crow),
+            "evidence": evidence,
+            "reasons": why,
             "weights": weights_location(src, ck),
+            "weights_card": _weights_card(kbase, src),
             "transferability": tx.get(src, {}),
         })
     if top:
@@ -250,8 +367,10 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         labelled=imageset.labelled,
         kb=kb_name,
         kb_choice=kb_choice,
-        method=_method_label(model),
-        validation=dict(model.validated or {}),
+        method=_method_label(shipped),
+        validation=dict(shipped.validated or {}),
+        interval=_interval_info(shipped),
+        noise_ceiling=model.manifest.get("noise_ceiling"),
         ranking=out,
         notes=notes,
         timings_s={k: round(v, 3) for k, v in timings.items()},
