@@ -6,106 +6,85 @@ from pathlib import Path
 
 import pandas as pd
 import typer
-from rich.panel import Panel
-from rich.table import Table
 
-from recommender.cli._common import Format, FormatOpt, emit, err, handle_errors, out
-
-
-def _fmt_ci(v: dict | float | None, d: int = 3) -> str:
-    if isinstance(v, dict):
-        m, lo, hi = v.get("mean"), v.get("lo"), v.get("hi")
-        if m is None:
-            return "—"
-        if lo is None or hi is None:
-            return f"{m:.{d}f}"
-        return f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
-    return "—" if v is None else f"{v:.{d}f}"
+from recommender.cli._common import (
+    Format,
+    FormatOpt,
+    emit,
+    err,
+    handle_errors,
+    mixed_folder_warnings,
+    wall_time,
+)
 
 
-def _render(rec) -> None:
-    c = rec.target_card
-    classes = ", ".join(f"{k} {v}" for k, v in c.get("class_counts", {}).items()) or "unlabelled"
-    skipped = ", ".join(f"{k}: {v}" for k, v in c.get("skipped_reasons", {}).items()) or "none"
-    mods = ", ".join(f"{k} {v}" for k, v in c.get("modalities", {}).items()) or "—"
-    card = (
-        f"[b]{rec.target}[/b]  {c['n_images']} images · {c['n_classes']} classes ({classes})\n"
-        f"channels {c['channels']} · formats {', '.join(f'{k} {v}' for k, v in c['file_formats'].items())}"
-        f" · DICOM modality {mods}\nskipped {c['n_skipped']} files ({skipped})"
-    )
-    out.print(Panel(card, title="target", expand=False))
-    t = Table(title=f"sources ranked for this target — KB {rec.kb}, method: {rec.method}")
-    t.add_column("#", justify="right")
-    t.add_column("source")
-    t.add_column("predicted AUC [80% interval]")
-    t.add_column("vs static pick", justify="right")
-    t.add_column("why (top 3 features)", overflow="fold")
-    t.add_column("weights", overflow="fold")
-    for r in rec.ranking:
-        vs = "pick" if r["static_pick"] else ("—" if r["vs_static_pick"] is None else f"{r['vs_static_pick']:+.4f}")
-        t.add_row(str(r["rank"]), r["source"],
-                  f"{r['predicted_auc']:.3f} [{r['lo80']:.3f}, {r['hi80']:.3f}]", vs, r["reasons"], r["weights"])
-    out.print(t)
-    tx = {r["source"]: r["transferability"] for r in rec.ranking if r.get("transferability")}
-    if tx:
-        names = sorted({k for d in tx.values() for k in d})
-        tt = Table(title="transferability estimates on your labelled images (higher = should transfer better)")
-        tt.add_column("source")
-        for n in names:
-            tt.add_column(n, justify="right")
-        for src, d in tx.items():
-            tt.add_row(src, *[f"{d[n]:.4g}" if n in d else "—" for n in names])
-        out.print(tt)
-    v = rec.validation or {}
-    cov = v.get("coverage80")
-    if rec.method.startswith("meta-model"):
-        how = "quantile LightGBM regressors" + (
-            f" (under LOTO their 80% interval held the true AUC for {cov:.0%} of held-out cells)" if cov else "")
-    elif rec.method.startswith("static"):
-        how = ("each source's standardised AUC over the KB's targets (10–90% spread), mapped to the AUC "
-               "levels of those targets")
-    else:
-        how = "quantile LightGBM regressors (shown for scale; they do not set the order)"
-    out.print(f"[dim]order: {rec.method}, the best validated method for this KB. Predicted AUC and 80% "
-              f"interval: {how}. vs static pick: predicted AUC minus that of the static ranking's first "
-              "choice.[/]")
-    mean = v.get("mean", {})
-    n = v.get("n_targets", "?")
-    out.print(
-        f"KB [b]{rec.kb}[/b] ({rec.kb_choice}). Method [b]{rec.method}[/b], leave-one-target-out over "
-        f"{n} targets: mean weighted τ {_fmt_ci(mean.get('tau_w'))}, mean regret "
-        f"{_fmt_ci(mean.get('regret'), 4)} AUC, top-1 {_fmt_ci(mean.get('top1'))} (95% bootstrap CI over targets)."
-    )
-    for note in rec.notes:
-        out.print(f"note: {note}")
-    out.print(f"took {rec.timings_s.get('total', float('nan')):.1f} s "
-              f"(read {rec.timings_s.get('read', 0):.1f} s, meta-features {rec.timings_s.get('meta_features', 0):.1f} s)")
+def _render(rec, wide: bool = False) -> None:  # noqa: ANN001
+    """The table output: compact at 80 columns, or --wide (see recommender.cli._recommend_view)."""
+    from recommender.cli._recommend_view import render
+
+    render(rec, wide=wide)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("recommend")
     @handle_errors
     def recommend_cmd(
-        target: str = typer.Option(..., "--target", "-t",
+        target: str = typer.Option(None, "--target", "-t",
                                    help="Folder, CSV manifest, .npz, medmnist:<flag>, or 'demo' (embedded)."),
         kb: str = typer.Option(None, "--kb", help="Knowledge base (default: the best validated one)."),
         top: int = typer.Option(None, "--top", "-k", min=1, help="Show only the top K sources."),
+        wide: bool = typer.Option(False, "--wide", "-w",
+                                  help="Also show reasons, weights and loading snippets (wider than 80 columns)."),
+        explain: str = typer.Option(None, "--explain", help="Print one candidate's card (KB source, "
+                                    "torchvision:W, timm:M, weight file, scratch) and exit."),
+        arch: str = typer.Option(None, "--arch", help="With --explain/--verify: architecture of a bare weight file."),
+        verify: bool = typer.Option(False, "--verify", help="Then fine-tune the top 4 + scratch (catscans verify)."),
+        budget: str = typer.Option("0.25", "--budget", help="With --verify: fraction of full compute or minutes."),
         fmt: Format = FormatOpt,
     ) -> None:
         """Rank a knowledge base's sources for your images: predicted AUC, 80% interval, reasons."""
-        from recommender.recommend import recommend
+        from recommender.recommend import RecommendError, recommend
 
+        if explain:  # a candidate's card (recommender.cli._verify)
+            from recommender.cli._verify import explain as explain_card
+
+            return explain_card(explain, kb, arch, fmt)
+        if target is None:
+            raise RecommendError("give --target PATH (or --explain SOURCE for one candidate's card)")
         if target != "demo" and not target.startswith("medmnist:") and not Path(target).exists():
             from imagesets import ImageSetError
 
             raise ImageSetError(f"no such file or folder: {target}")
+        if kb is not None:  # a wrong KB name fails in a second, before the folder is read
+            from experiments.knowledge_base import resolve_kb_path
+            from recommender.model import models_dir
+            from recommender.recommend import RecommendError
+
+            kb_path = resolve_kb_path(kb)
+            if not (models_dir() / kb_path.name / "manifest.json").exists():
+                raise RecommendError(f"no trained model for KB '{kb}' (run: catscans evaluate-meta --kb {kb})")
         err.print(f"[dim]reading {target} …[/]")
         rec = recommend(target, kb=kb, top=top, progress=fmt == Format.table)
-        emit(fmt, rec.to_dict(), tables={"ranking": _flat(rec.ranking)}, render_table=lambda: _render(rec))
+        for w in mixed_folder_warnings(rec.target_card):
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        payload = rec.to_dict()
+        payload["timings_s"] = dict(payload.get("timings_s") or {}, wall=round(wall_time(), 3))
+        if verify:  # measure the shortlist; one table of measured and predicted rows
+            from recommender.cli._verify import recommend_then_verify
+
+            return recommend_then_verify(rec, payload, budget, arch, fmt)
+        emit(fmt, payload, tables={"ranking": _flat(rec.ranking)}, render_table=lambda: _render(rec, wide))
 
 
 def _flat(ranking: list[dict]) -> pd.DataFrame:
-    """One CSV row per source; transferability estimates become tx_<name> columns."""
-    rows = [{k: v for k, v in r.items() if k != "transferability"}
-            | {f"tx_{k}": v for k, v in (r.get("transferability") or {}).items()} for r in ranking]
+    """One CSV row per source; transferability estimates become tx_<name> columns, the weights
+    card card_<field> columns (its snippet lines joined by ' ; ')."""
+    rows = []
+    for r in ranking:
+        row = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+        row |= {f"tx_{k}": v for k, v in (r.get("transferability") or {}).items()}
+        card = r.get("weights_card") or {}
+        row |= {f"card_{k}": (" ; ".join(v) if k == "snippet" else v) for k, v in card.items()
+                if k in ("kind", "weights", "arch", "input_size", "in_chans", "snippet")}
+        rows.append(row)
     return pd.DataFrame(rows)
