@@ -70,20 +70,22 @@ def scored(tmp_path_factory):
 def test_score_kb_writes_every_pair_idempotently(scored):
     path, data, rows = scored
     assert list(rows.columns) == PAIR_COLUMNS
-    assert len(rows) == 2 * 2 * len(ESTIMATORS)  # checkpoints x targets x estimators; no scratch
-    assert set(rows["source"]) == {"src_grey", "src_rgb"}
+    # (checkpoints + scratch) x targets x estimators: scratch is scored on random inits
+    assert len(rows) == 3 * 2 * len(ESTIMATORS)
+    assert set(rows["source"]) == {"src_grey", "src_rgb", "scratch"}
+    assert rows[rows["source"] == "scratch"]["provenance"].str.contains("random inits").all()
     assert (rows["kind"] == "transferability").all() and np.isfinite(rows["value"]).all()
     kb = load_kb(path)
     assert len(kb.pair_features) == len(rows) + 1  # the similarity row survives
     # without a hook, tgt_a keeps its own 72-image train split; tgt_b gets a seeded 70 %
-    prov = rows.drop_duplicates("target").set_index("target")["provenance"]
+    prov = rows[rows["source"] != "scratch"].drop_duplicates("target").set_index("target")["provenance"]
     assert "72 of 72 train images" in prov["tgt_a"] and "56 of 56" in prov["tgt_b"]
     again = score_kb(path, data_dir=data)
     kb2 = load_kb(path)
     assert len(kb2.pair_features) == len(rows) + 1
     pd.testing.assert_frame_equal(rows, again)  # seeded: same values on a rerun
     knn = kb2.pair_feature_matrix("knn_acc")
-    assert knn.shape == (2, 2) and ((knn >= 0) & (knn <= 1)).all().all()
+    assert knn.shape == (3, 2) and ((knn >= 0) & (knn <= 1)).all().all()  # 2 checkpoints + scratch
 
 
 def test_train_split_hook_and_subsample_limit_the_rows_scored(scored, tmp_path):
@@ -96,7 +98,7 @@ def test_train_split_hook_and_subsample_limit_the_rows_scored(scored, tmp_path):
 
     rows = score_kb(path, data_dir=data, max_images=30, train_split=first_half)
     assert seen == {"tgt_a": 96, "tgt_b": 80}  # the whole set goes to the hook
-    prov = rows.drop_duplicates("target").set_index("target")["provenance"]
+    prov = rows[rows["source"] != "scratch"].drop_duplicates("target").set_index("target")["provenance"]
     assert "30 of 48 train images" in prov["tgt_a"] and "30 of 40" in prov["tgt_b"]
 
 
@@ -108,7 +110,7 @@ def test_score_target_on_a_user_imageset_of_another_size(scored):
     iset = _imageset("user", images.astype(np.uint8), labels)
     out = score_target(load_kb(path), iset)
     assert list(out.columns) == ["source", "feature", "value"]
-    assert len(out) == 2 * len(ESTIMATORS) and np.isfinite(out["value"]).all()
+    assert len(out) == 3 * len(ESTIMATORS) and np.isfinite(out["value"]).all()  # 2 checkpoints + scratch
     # brightness separates the classes perfectly: k-NN on any conv features finds it
     assert out[out.feature == "knn_acc"]["value"].min() > 0.9
     unlabelled = _imageset("u", iset.images, None)
