@@ -42,6 +42,7 @@ __all__ = ["Cell", "RunContext", "run_cell", "checkpoint_path", "checkpoint_file
            "SCRATCH", "IMAGENET", "encode_predictions", "decode_predictions"]
 
 from experiments.knowledge_base import SCRATCH  # noqa: E402 (the from-scratch baseline's name)
+
 IMAGENET = "imagenet"  # torchvision ImageNet weights (torchvision archs, online only)
 
 Event = Callable[[dict], None]

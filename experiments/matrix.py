@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.cells import IMAGENET, SCRATCH, Cell, RunContext, checkpoint_file, checkpoint_ready
-from experiments.derived import DERIVED, root_of
 from experiments.data import KNOWN_SETS, load_dataset, native_card, portable_path
+from experiments.derived import DERIVED, root_of
 from experiments.knowledge_base import KnowledgeBase, save_kb
 from experiments.protocol import Protocol, ProtocolError
 from experiments.store import ResultStore, open_store

@@ -40,7 +40,6 @@ from meta_features.transferability import (
     ESTIMATORS,
     TransferabilityError,
     estimate_all,
-    register_estimator,
     hscore,
     knn_accuracy,
     leep,
@@ -48,6 +47,7 @@ from meta_features.transferability import (
     logme_reference,
     nce,
     nleep,
+    register_estimator,
     score_loaded,
 )
 

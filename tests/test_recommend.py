@@ -131,7 +131,6 @@ def test_kb_with_checkpoints_shows_transferability_for_labelled_target(tmp_path:
         assert all(np.isfinite(v) for v in r["transferability"].values())
     # a labelled target on a KB with checkpoints gets the method nested selection ships for estimates
     from recommender.model import load_recommender
-
     from recommender.recommend import _method_label
 
     shipped = load_recommender("local").scenario(estimates=True)

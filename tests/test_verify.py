@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import norm
+from test_build_matrix_e2e import _toy_set
 from typer.testing import CliRunner
 
 from experiments import load_kb
@@ -32,7 +33,6 @@ from recommender.verify.halving import Budget, n_rounds, successive_halving
 from recommender.verify.replay import replay_kb, synthetic_kb
 from recommender.verify.run import table_rows
 from recommender.verify.stats import Measurement, paired_bootstrap, weighted_auc
-from test_build_matrix_e2e import _toy_set
 
 REPO = Path(__file__).resolve().parents[1]
 

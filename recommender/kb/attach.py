@@ -31,7 +31,14 @@ import numpy as np
 import pandas as pd
 
 from experiments.derived import DERIVED, derive, is_derived, root_of
-from experiments.knowledge_base import PAIR_COLUMNS, SCRATCH, KnowledgeBase, kb_lock, list_kbs, load_kb
+from experiments.knowledge_base import (
+    PAIR_COLUMNS,
+    SCRATCH,
+    KnowledgeBase,
+    kb_lock,
+    list_kbs,
+    load_kb,
+)
 from imagesets import ImageSet, atomic_path, default_data_dir
 from meta_features import (
     PROFILE_SIDE,

@@ -10,7 +10,14 @@ images under successive halving and compares it with paired bootstrap intervals.
 
 from __future__ import annotations
 
-from recommender.verify.run import VerifyError, VerifyResult, kb_protocol, level_protocol, parse_budget, verify
+from recommender.verify.run import (
+    VerifyError,
+    VerifyResult,
+    kb_protocol,
+    level_protocol,
+    parse_budget,
+    verify,
+)
 from recommender.verify.verdict import verdict
 
 __all__ = ["VerifyError", "VerifyResult", "kb_protocol", "level_protocol", "parse_budget", "verdict", "verify"]
