@@ -133,29 +133,34 @@ class KnowledgeBase:
         """
         names = list(dict.fromkeys([*self.sources, *self.targets]))
         declared = self.manifest.get("groups") or {}
-        parent = {n: n for n in names}
-
-        def find(x: str) -> str:
-            parent.setdefault(x, x)
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for twin_set in twin_sets(self.manifest.get("twins")):
-            for other in twin_set[1:]:
-                parent[find(other)] = find(twin_set[0])
-        for n, g in declared.items():
-            parent[find(n)] = find(g)
+        links = [(other, ts[0]) for ts in twin_sets(self.manifest.get("twins")) for other in ts[1:]]
+        root = union_find(names, links + [(n, str(g)) for n, g in declared.items()])
         members: dict[str, list[str]] = {}
         for n in names:
-            members.setdefault(find(n), []).append(n)
+            members.setdefault(root[n], []).append(n)
         label = {r: str(declared.get(sorted(m)[0], sorted(m)[0])) for r, m in members.items()}
-        return {n: label[find(n)] for n in names}
+        return {n: label[root[n]] for n in names}
 
     @property
     def has_checkpoints(self) -> bool:
         return self.path is not None and any((self.path / "checkpoints").glob("*.safetensors"))
+
+
+def union_find(names: list[str] | tuple[str, ...], links: list[tuple[str, str]]) -> dict[str, str]:
+    """Each of ``names`` mapped to a representative of its connected component under ``links``
+    (pairs of names that share images: twins, a derived task and its parent)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in links:
+        parent[find(a)] = find(b)
+    return {n: find(n) for n in names}
 
 
 def twin_sets(raw: object) -> list[list[str]]:

@@ -21,7 +21,7 @@ import pandas as pd
 from experiments.cells import IMAGENET, SCRATCH, Cell, RunContext, checkpoint_file, checkpoint_ready
 from experiments.data import KNOWN_SETS, load_dataset, native_card, portable_path
 from experiments.derived import DERIVED, root_of
-from experiments.knowledge_base import KnowledgeBase, save_kb
+from experiments.knowledge_base import KnowledgeBase, save_kb, union_find
 from experiments.protocol import Protocol, ProtocolError
 from experiments.store import ResultStore, open_store
 from imagesets import atomic_path, atomic_write_text
@@ -57,18 +57,8 @@ def _is_twin(protocol: Protocol, a: str, b: str) -> bool:
 def target_groups(protocol: Protocol, names: Sequence[str]) -> dict[str, str]:
     """Each name's independence group: derived tasks join their root set, twins join each
     other (union-find over the declared twin pairs). Two names in one group share images."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in protocol.twins:
-        parent[find(a)] = find(b)
-    roots = {n: find(root_of(n)) for n in names}
+    base = union_find(list(dict.fromkeys(root_of(n) for n in names)), [tuple(t) for t in protocol.twins])
+    roots = {n: base[root_of(n)] for n in names}
     members: dict[str, list[str]] = {}
     for n, r in roots.items():
         members.setdefault(r, []).append(root_of(n))

@@ -304,7 +304,7 @@ def test_halving_schedule_respects_the_budget() -> None:
         spent, srcs = [], [f"s{i}" for i in range(6)]
         bud = Budget(frac * 7 * 10)
 
-        def measure(rnd) -> None:  # noqa: ANN001
+        def measure(rnd, bud=bud, spent=spent) -> None:  # noqa: ANN001
             bud.spent += len(rnd.alive) * rnd.seeds * rnd.level.cost
             spent.append((len(rnd.alive), rnd.seeds, rnd.level))
             rnd.values = {s: [float(-i)] * rnd.seeds for i, s in enumerate(rnd.alive)}

@@ -175,7 +175,7 @@ def synthetic_kb(n_targets: int = 8, n_sources: int = 6, n_seeds: int = 10, seed
     targets = [f"t{j}" for j in range(n_targets)]
     quality = rng.normal(0, 0.02, len(sources))
     rows, pf = [], []
-    for j, t in enumerate(targets):
+    for t in targets:
         base = rng.uniform(0.7, 0.9)
         inter = rng.normal(0, 0.02, len(sources))
         for i, s in enumerate(sources):
