@@ -74,8 +74,8 @@ def _toy_set(path: Path, n_classes: int, n: int, rgb: bool, seed: int, split: bo
     np.savez_compressed(path, **data)
 
 
-@pytest.fixture
-def toy(tmp_path: Path) -> dict:
+def toy_world(tmp_path: Path) -> dict:
+    """Four toy sets in the shared npz layout plus the TINY protocol file, under ``tmp_path``."""
     data = tmp_path / "data"
     data.mkdir()
     _toy_set(data / "src_a.npz", 4, 200, False, 1, True)
@@ -85,6 +85,11 @@ def toy(tmp_path: Path) -> dict:
     proto = tmp_path / "tiny.toml"
     proto.write_text(TINY)
     return {"data": data, "proto": proto, "tmp": tmp_path}
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> dict:
+    return toy_world(tmp_path)
 
 
 def _args(toy: dict, run: str, *extra: str) -> list[str]:

@@ -160,16 +160,10 @@ def test_cpu_kb_grid_sizes_and_groups() -> None:
 
 def test_two_build_processes_share_one_store_without_duplicated_work(tmp_path: Path) -> None:
     """Two `build-matrix` processes on one store: every cell computed once, none lost."""
-    from test_build_matrix_e2e import TINY, _toy_set
+    from test_build_matrix_e2e import toy_world
 
-    data = tmp_path / "data"
-    data.mkdir()
-    _toy_set(data / "src_a.npz", 4, 200, False, 1, True)
-    _toy_set(data / "src_b.npz", 3, 150, True, 2, False)
-    _toy_set(data / "tgt_c.npz", 2, 120, False, 3, True)
-    _toy_set(data / "tgt_d.npz", 3, 120, True, 4, False)
-    proto = tmp_path / "tiny.toml"
-    proto.write_text(TINY)
+    world = toy_world(tmp_path)
+    data, proto = world["data"], world["proto"]
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "recommender", "build-matrix", "--protocol", str(proto), "--data-dir", str(data),
            "--run-dir", str(run), "--threads", "1", "-q", "--seeds", "3", "--format", "json"]

@@ -16,11 +16,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from recommender.cli._common import FormatOpt, df_table, emit, err, handle_errors, out, print_table
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+from recommender.cli._common import (
+    FormatOpt,
+    df_table,
+    emit,
+    err,
+    handle_errors,
+    out,
+    print_table,
+    split_csv,
+)
 
 
 class _Progress:
@@ -128,7 +133,7 @@ def register(app: typer.Typer) -> None:
         if seeds is not None:
             overrides += ["evaluation.mode=\"seeds\"", f"evaluation.repeats={seeds}"]
         proto = load_protocol(protocol, overrides)
-        plan = plan_matrix(proto, _csv(sources), _csv(targets))
+        plan = plan_matrix(proto, split_csv(sources), split_csv(targets))
         rdir = run_dir or default_run_dir(proto)
         ddir = str(data_dir or default_data_dir())
         if dry_run:

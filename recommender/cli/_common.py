@@ -240,3 +240,8 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "to_dict"):
         return o.to_dict()
     return str(o)
+
+
+def split_csv(value: str | None) -> list[str] | None:
+    """A comma-separated option (``--sources a,b``) as a list; None when not given."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None

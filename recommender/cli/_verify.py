@@ -20,11 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from recommender.cli._common import Format, FormatOpt, emit, err, handle_errors, out
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+from recommender.cli._common import Format, FormatOpt, emit, err, handle_errors, out, split_csv
 
 
 class VerifyProgress:
@@ -210,7 +206,7 @@ def register(app: typer.Typer) -> None:
         fmt: Format = FormatOpt,
     ) -> None:
         """Fine-tune a shortlist on your labelled images (successive halving) and compare it, paired."""
-        payload, res, _ = run_verify(target, kb, _csv(sources), top, budget, seeds, save_to_kb, store, run_root,
+        payload, res, _ = run_verify(target, kb, split_csv(sources), top, budget, seeds, save_to_kb, store, run_root,
                                      arch, workers, threads, data_dir, quiet)
         emit(fmt, payload, tables={"verify": result_rows(res)}, render_table=lambda: render_result(res))
 
