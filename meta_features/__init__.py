@@ -4,7 +4,8 @@ Public API (the meta-model and ``recommend`` call these):
 ``extract_meta_features`` / ``register`` / ``list_meta_features`` (named groups of extractors),
 ``embed`` (probe embeddings), ``DatasetProfile`` / ``profile_dataset`` / ``save_profile`` /
 ``load_profile`` / ``profiles_dir``, ``pair_similarities``, ``domain_distance``,
-``build_shipped_profiles`` (attaching to KBs: ``catscans kb attach``), the
+``build_shipped_profiles`` (attaching to KBs: ``catscans kb attach``), Task2Vec
+(``task2vec_embedding``, ``trivial_embedding``, ``Task2VecEmbedding``, ``Task2VecError``), the
 transferability estimators (``logme``, ``leep``, ``nleep``, ``nce``, ``hscore``,
 ``knn_accuracy``, ``estimate_all``, ``score_loaded``), and loading a source checkpoint for
 them (``load_source``, ``channel_policy``, ``CheckpointFeatureError``).
@@ -35,6 +36,12 @@ from meta_features.similarity import (
     ot_distance,
     pair_similarities,
     register_similarity,
+)
+from meta_features.task2vec import (
+    Task2VecEmbedding,
+    Task2VecError,
+    task2vec_embedding,
+    trivial_embedding,
 )
 from meta_features.transferability import (
     ESTIMATORS,
@@ -68,4 +75,5 @@ __all__ = [
     "pair_similarities", "probe_info", "profile_dataset", "profiles_dir", "register", "save_profile",
     "CheckpointFeatureError", "channel_policy", "load_source",
     "SIMILARITIES", "register_similarity", "register_estimator",
+    "Task2VecEmbedding", "Task2VecError", "task2vec_embedding", "trivial_embedding",
 ]

@@ -1,7 +1,8 @@
 """Build the shipped dataset profiles and the reference scaler from ../shared/data.
 
 Reads every ../shared/data/*.npz at PROFILE_SIDE px (64 px sets resized to 28 like MedMNIST)
-and writes ``artifacts/profiles/<stem>.npz/.json`` plus ``scaler.json`` (fit on
+and writes ``artifacts/profiles/<stem>.npz/.json`` (with each labelled set's Task2Vec embedding
+and its t0) plus ``scaler.json`` (fit on
 ``REFERENCE_STEMS`` only). Attaching profiles to knowledge bases lives in
 ``recommender.kb.attach`` (``catscans kb attach`` runs both).
 """
@@ -33,14 +34,17 @@ def build_shipped_profiles(stems: list[str] | None = None, out: Path | None = No
     for stem in stems or shared_stems():
         t0 = time.time()
         s, reader = read_shared(stem, PROFILE_SIDE)
-        p = profile_dataset(s)
+        p = profile_dataset(s, task2vec_trivial=True)  # a shipped set may be a source: it needs t0
         from experiments.derived import root_of
 
         p.info = {**(p.info or {}), "reader": reader, "source_file": f"../shared/data/{root_of(stem)}.npz"}
         p.info.get("card", {})["source"] = p.info["source_file"]  # no absolute local paths in artifacts
         save_profile(p, out / stem)
         profiles[stem] = p
-        print(f"{stem}: {len(s)} images, {p.embeddings.shape[0]} embedded, {time.time() - t0:.1f} s")
+        t2v = "no Task2Vec" if p.task2vec is None else (
+            f"Task2Vec {p.task2vec.n_images} images {p.task2vec.cost_s:.1f} s"
+            + (f" + t0 {p.task2vec_trivial.cost_s:.1f} s" if p.task2vec_trivial is not None else ""))
+        print(f"{stem}: {len(s)} images, {p.embeddings.shape[0]} embedded, {t2v}, {time.time() - t0:.1f} s")
     # the scaler sees the reference (never-target) sets only: see REFERENCE_STEMS
     scaler = fit_scaler([profiles[s] for s in REFERENCE_STEMS if s in profiles])
     save_scaler(scaler, out / "scaler.json")

@@ -2,7 +2,8 @@
 
 Why several: the literature (shared docs, anchors §B) finds no single distance that predicts
 transfer; the meta-model weighs them. Every distance is 0 for a dataset against itself and
-symmetric; cosine similarity is 1 against itself.
+symmetric, except the one marked ``symmetric=False`` (``dist_task2vec_asym``, source -> target);
+cosine similarity is 1 against itself.
 
 - ``sim_cosine_meta`` / ``dist_euclid_meta``: on meta-features standardised by the reference
   scaler (``artifacts/profiles/scaler.json``, fit on the shipped source-side profiles only,
@@ -15,11 +16,19 @@ symmetric; cosine similarity is 1 against itself.
   ``emd2``) with ground cost ||x - x'||^2 + W2^2 between the class-conditional Gaussians of y
   and y', debiased as d(A,B) - (d(A,A) + d(B,B)) / 2. NaN when either side is unlabelled;
   ``dist_ot`` is the same without labels and is always given.
+- ``dist_task2vec_cos`` / ``dist_task2vec_ncos`` / ``dist_task2vec_asym``: on the profiles'
+  Task2Vec embeddings (``meta_features.task2vec``): the plain cosine the seed study used, the
+  task2vec library's normalised cosine, and the paper's asymmetric source -> target distance
+  ``ncos(s, t) - alpha * ncos(s, t0_s)`` (t0_s: the source's trivial embedding), which is
+  negative for a dataset against itself and not symmetric. NaN when either profile has no
+  embedding (unlabelled, a profile older than Task2Vec, no t0 for the source), or when the two
+  come from different probes (different digests or sizes: not comparable).
 
 They live in one registry, :data:`SIMILARITIES`: adding one is a function
 ``fn(source, target, scaler) -> float`` decorated with :func:`register_similarity` here.
 Its name says its direction (``sim_*``: higher = closer; ``dist_*``: lower = closer, 0 for
-a dataset against itself), which is how the meta-dataset orients pair features.
+a dataset against itself unless registered ``symmetric=False``), which is how the
+meta-dataset orients pair features.
 """
 
 from __future__ import annotations
@@ -36,6 +45,12 @@ from sklearn.covariance import LedoitWolf
 from threadpoolctl import threadpool_limits
 
 from meta_features.profiles import DatasetProfile, load_scaler
+from meta_features.task2vec import (
+    Task2VecEmbedding,
+    asymmetric_distance,
+    cosine_distance,
+    normalized_cosine_distance,
+)
 
 MAX_POINTS = 500  # per side, for MMD and OT (seeded subsample)
 
@@ -49,6 +64,7 @@ class Similarity:
     name: str
     fn: SimilarityFn
     needs_labels: bool = False
+    symmetric: bool = True  # False: fn(source, target) is a direction (and may be < 0 on itself)
 
     @property
     def higher_is_closer(self) -> bool:
@@ -58,7 +74,8 @@ class Similarity:
 SIMILARITIES: dict[str, Similarity] = {}
 
 
-def register_similarity(name: str, *, needs_labels: bool = False) -> Callable[[SimilarityFn], SimilarityFn]:
+def register_similarity(name: str, *, needs_labels: bool = False,
+                        symmetric: bool = True) -> Callable[[SimilarityFn], SimilarityFn]:
     """Decorator: add ``fn(source, target, scaler) -> float`` to :data:`SIMILARITIES`."""
     if not name.startswith(("sim_", "dist_")):
         raise ValueError(f"similarity {name!r}: name it sim_* (higher = closer) or dist_* (lower = closer)")
@@ -66,7 +83,7 @@ def register_similarity(name: str, *, needs_labels: bool = False) -> Callable[[S
     def deco(fn: SimilarityFn) -> SimilarityFn:
         if name in SIMILARITIES:
             raise ValueError(f"similarity {name!r} is already registered")
-        SIMILARITIES[name] = Similarity(name, fn, needs_labels)
+        SIMILARITIES[name] = Similarity(name, fn, needs_labels, symmetric)
         return fn
 
     return deco
@@ -255,6 +272,35 @@ def _dist_otdd(source: DatasetProfile, target: DatasetProfile, scaler: dict | No
 @register_similarity("dist_ot")
 def _dist_ot(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
     return ot_distance(source.embeddings, target.embeddings)
+
+
+def _comparable(*es: Task2VecEmbedding | None) -> bool:
+    """All present, same size, and (where recorded) the same probe digest."""
+    if any(e is None for e in es):
+        return False
+    digests = {e.info.get("probe_digest", e.probe_name) for e in es}
+    return len({e.hessian.size for e in es}) == 1 and len(digests) == 1
+
+
+@register_similarity("dist_task2vec_cos", needs_labels=True)
+def _dist_task2vec_cos(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    if not _comparable(source.task2vec, target.task2vec):
+        return math.nan
+    return cosine_distance(source.task2vec, target.task2vec)
+
+
+@register_similarity("dist_task2vec_ncos", needs_labels=True)
+def _dist_task2vec_ncos(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    if not _comparable(source.task2vec, target.task2vec):
+        return math.nan
+    return normalized_cosine_distance(source.task2vec, target.task2vec)
+
+
+@register_similarity("dist_task2vec_asym", needs_labels=True, symmetric=False)
+def _dist_task2vec_asym(source: DatasetProfile, target: DatasetProfile, scaler: dict | None) -> float:
+    if not _comparable(source.task2vec, target.task2vec, source.task2vec_trivial):
+        return math.nan
+    return asymmetric_distance(source.task2vec, target.task2vec, source.task2vec_trivial)
 
 
 def _norm(v) -> str | None:

@@ -30,14 +30,26 @@ from recommender.model import build_meta_dataset, fold_rows, held_out_with_twins
 
 
 # -- similarities ------------------------------------------------------------------------------
+def _fisher(seed: int, shift: float, trivial: bool = False) -> mf.Task2VecEmbedding:
+    """A synthetic positive Fisher diagonal that moves from one direction toward another with
+    ``shift`` (t0: a flat, structure-free vector of the same size)."""
+    base, toward = (np.exp(np.random.default_rng(s).normal(0, 1, 48)) for s in (97, 98))
+    h = np.full(48, base.mean()) if trivial else base + shift * toward
+    h = h * (1 + 0.01 * np.random.default_rng(seed).random(48))
+    return mf.Task2VecEmbedding(hessian=h, scale=None, layers=["l0", "l1"], n_images=160, seed=seed,
+                                probe_name="synthetic", cost_s=0.0, layer_sizes=[16, 32])
+
+
 def profile(name: str, seed: int, shift: float = 0.0, labelled: bool = True, n: int = 160) -> mf.DatasetProfile:
-    """Four labelled clusters in 8-d, moved by ``shift`` (embeddings and meta-features alike)."""
+    """Four labelled clusters in 8-d, moved by ``shift`` (embeddings, meta-features and the
+    Task2Vec embedding alike; an unlabelled profile has no Task2Vec embedding, as profile_dataset)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 4
     centres = np.random.default_rng(99).normal(0, 3, (4, 8))
     emb = (centres[labels] + rng.normal(0, 1, (n, 8)) + shift).astype(np.float32)
     meta = pd.Series({f"stats.f{i}": float(v) for i, v in enumerate(np.linspace(0, 1, 6) * (1 + shift) + shift)})
-    return mf.DatasetProfile(name, meta, emb, labels if labelled else None, f"fp{seed}")
+    t2v = (_fisher(seed, shift), _fisher(seed, shift, trivial=True)) if labelled else (None, None)
+    return mf.DatasetProfile(name, meta, emb, labels if labelled else None, f"fp{seed}", None, *t2v)
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +61,22 @@ def scaler() -> dict:
 
 @pytest.mark.parametrize("name", list(mf.SIMILARITIES))
 def test_similarity_contract(name: str, scaler: dict) -> None:
-    """Every similarity: finite, symmetric, its identity value on itself, ordered by shift, and
-    NaN (not a guess) when it needs labels that one side lacks."""
+    """Every similarity: finite, its identity value on itself, ordered by shift, NaN (not a
+    guess) when it needs labels that one side lacks; symmetric unless registered otherwise,
+    and then its identity value is <= 0 and swapping the two sides changes it."""
     sim = mf.SIMILARITIES[name]
     a = profile("a", 0)
     same = sim.fn(a, a, scaler)
-    assert same == pytest.approx(1.0 if sim.higher_is_closer else 0.0, abs=1e-6)
     near, far = profile("b", 1, shift=0.5), profile("c", 2, shift=2.0)
     v_near, v_far = sim.fn(a, near, scaler), sim.fn(a, far, scaler)
-    assert math.isfinite(v_near) and math.isfinite(v_far)
-    assert sim.fn(near, a, scaler) == pytest.approx(v_near, rel=1e-6, abs=1e-9)
+    assert math.isfinite(same) and math.isfinite(v_near) and math.isfinite(v_far)
     assert (v_near > v_far) if sim.higher_is_closer else (v_near < v_far)
+    if sim.symmetric:
+        assert same == pytest.approx(1.0 if sim.higher_is_closer else 0.0, abs=1e-6)
+        assert sim.fn(near, a, scaler) == pytest.approx(v_near, rel=1e-6, abs=1e-9)
+    else:  # a direction: better than 0 on itself, and (source, target) != (target, source)
+        assert not sim.higher_is_closer and same < -1e-3
+        assert abs(sim.fn(far, a, scaler) - v_far) > 1e-3
     unlabelled = profile("u", 3, shift=0.5, labelled=False)
     got = mf.pair_similarities(a, unlabelled, scaler)[name]
     assert math.isnan(got) if sim.needs_labels else math.isfinite(got)

@@ -21,6 +21,7 @@ the all-rows profile.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -57,6 +58,7 @@ from meta_features import (
     probe_digest,
 )
 from meta_features.scratch import score_random_init
+from meta_features.task2vec import Task2VecEmbedding, Task2VecError, task2vec_embedding
 from meta_features.transferability import (
     ESTIMATORS,
     KIND,
@@ -163,6 +165,18 @@ def _train_only_labels(kb: KnowledgeBase, cards: dict[str, dict], rows: dict[str
         rows[t].update(vals.reindex(label_cols))
 
 
+def train_task2vec(imageset: ImageSet | None, rows: np.ndarray | None = None) -> Task2VecEmbedding | None:
+    """A KB target's Task2Vec embedding on ``rows`` (its protocol's training rows): None when
+    its image set is absent (``imageset`` None) or Task2Vec cannot use it (one class)."""
+    if imageset is None:
+        return None
+    try:
+        return task2vec_embedding(imageset if rows is None else imageset.subset(np.asarray(rows)))
+    except Task2VecError as exc:
+        log.warning("Task2Vec of target %s left NaN: %s", imageset.name, exc)
+        return None
+
+
 def _read_labelled(name: str, stem: str, data: Path) -> ImageSet | None:
     """The KB dataset's images as its protocol reads them: the shared npz, or a derived task
     (``experiments.derived``) cut from its parent; None when absent or unlabelled."""
@@ -203,6 +217,8 @@ def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None
             meta = meta.merge(old[["dataset", *keep]], on="dataset", how="left")
 
     prov = f"catscans meta_features (probe {probe_digest()}, side {PROFILE_SIDE})"
+    split, data = protocol_train_rows(kb), Path(data_dir) if data_dir is not None else default_data_dir()
+    t2v_train: dict[str, Task2VecEmbedding | None] = {}  # target -> embedding on its training rows
     pairs = kb.records[["source", "target"]].drop_duplicates().itertuples(index=False)
     new_rows = []
     for s, t in pairs:
@@ -213,9 +229,14 @@ def attach_to_kb(kb_name: str, profiles: dict[str, DatasetProfile] | None = None
         ps, pt = profiles.get(_stem(cs) or ""), profiles.get(_stem(ct) or "")
         if ps is None or pt is None:
             continue
+        if str(t) not in t2v_train:
+            full = _read_labelled(str(t), _stem(ct) or str(t), data)
+            t2v_train[str(t)] = train_task2vec(full, None if full is None else split(full))
+        pt = dataclasses.replace(pt, task2vec=t2v_train[str(t)], task2vec_trivial=None)
         for k, v in pair_similarities(ps, pt, scaler).items():
             if math.isfinite(v):
-                new_rows.append([s, t, k, v, "similarity", f"{prov}: {ps.name} vs {pt.name}"])
+                where = " (target: its training rows)" if k.startswith("dist_task2vec") else ""
+                new_rows.append([s, t, k, v, "similarity", f"{prov}: {ps.name} vs {pt.name}{where}"])
     mine = set(SIMILARITY_FEATURES) | {"domain_distance"}
     pf = _replace_pair_rows(kb, lambda old: old["feature"].isin(mine),
                             pd.DataFrame(new_rows, columns=PAIR_COLUMNS), meta=meta)
