@@ -87,3 +87,65 @@ def correlation_report(kb: KnowledgeBase, md: MetaDataset | None = None) -> pd.D
             out.append({"feature": col.removeprefix("pair_"), "kind": _feature_kind(col, md),
                         "outcome": outcome} | res)
     return pd.DataFrame(out, columns=COLUMNS)
+
+
+# -- the seed study's Task2Vec finding, re-tested ------------------------------------------
+SEED_TASK2VEC = {"r": -0.11, "p": 0.61, "n": 24}
+"""The seed study's published Task2Vec figure: plain cosine distance vs transfer score (AUC
+gain), Pearson over 24 (source, target) pairs (``../shared/docs/seed_study.md``)."""
+TASK2VEC_FEATURES = {
+    "dist_task2vec_cos": "Task2Vec plain cosine (the seed study's distance), computed here",
+    "dist_task2vec_ncos": "Task2Vec normalised cosine (the task2vec library's), computed here",
+    "dist_task2vec_asym": "Task2Vec asymmetric source -> target distance, computed here",
+    "task2vec_distance": "Task2Vec distance as the study published it (imported, not computed here)",
+}
+ALPHA = 0.05
+
+
+def _num(v: float, fmt: str = "{:+.3f}") -> str:
+    return fmt.format(v).replace("-", "−") if math.isfinite(v) else "—"
+
+
+def _p(v: float) -> str:
+    from recommender.evaluation.report_html import format_p
+
+    return format_p(v, 3, label=True)
+
+
+def task2vec_sentences(corr: pd.DataFrame) -> list[str]:
+    """One sentence per Task2Vec distance (and outcome) in a :func:`correlation_report`: n,
+    Pearson r [95% CI] and p, Spearman ρ, Kendall τ, beside the seed study's r −0.11 (p 0.61,
+    24 pairs), and whether ours agree. Empty when the KB has no Task2Vec feature.
+
+    "Detectable" means Pearson p < 0.05 (its 95% CI then excludes 0): a negative r for a
+    distance is "closer ⇒ better transfer". Agreement is judged on that, the seed's figure
+    being indistinguishable from 0; whether the seed's r lies inside our CI is said as well."""
+    out = []
+    seed = SEED_TASK2VEC
+    for feat, what in TASK2VEC_FEATURES.items():
+        for row in corr[corr["feature"] == feat].to_dict("records"):
+            r, p, lo, hi = (float(row[k]) for k in ("pearson_r", "pearson_p", "pearson_lo", "pearson_hi"))
+            vs = "AUC gain" if row["outcome"] == "gain" else "AUC"
+            head = (f"{feat} ({what}) vs {vs}: n = {int(row['n'])} pairs, Pearson r = {_num(r)} "
+                    f"[95% CI {_num(lo)}, {_num(hi)}], {_p(p)}; Spearman ρ = {_num(float(row['spearman_rho']))} "
+                    f"({_p(float(row['spearman_p']))}); Kendall τ = {_num(float(row['kendall_tau']))} "
+                    f"({_p(float(row['kendall_p']))}).")
+            study = (f"Seed study (plain cosine vs AUC gain): r = {_num(seed['r'], '{:+.2f}')}, "
+                     f"p = {seed['p']:.2f}, {seed['n']} pairs.")
+            if not math.isfinite(p):
+                verdict = "Too few finite pairs to compare."
+            elif p >= ALPHA:
+                verdict = ("Agree: both indistinguishable from 0 (no detectable linear relation between "
+                           "Task2Vec distance and transfer).")
+            elif r < 0:
+                verdict = ("Disagree: ours is detectably negative (closer in Task2Vec ⇒ better transfer), "
+                           "where the seed study found nothing detectable.")
+            else:
+                verdict = ("Disagree: ours is detectably positive (closer in Task2Vec ⇒ worse transfer), "
+                           "where the seed study found nothing detectable.")
+            if math.isfinite(lo) and math.isfinite(hi):
+                inside = lo <= seed["r"] <= hi
+                verdict += (f" The seed's r {'lies inside' if inside else 'lies outside'} our 95% CI"
+                            + ("." if inside else " (the two estimates differ in size)."))
+            out.append(f"{head} {study} {verdict}")
+    return out
