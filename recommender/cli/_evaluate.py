@@ -36,6 +36,7 @@ def _ci(mean: float, lo: float, hi: float, fmt: str = "{:.3f}") -> str:
 def ranking_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Method × mean metrics with 95% CIs, as display strings."""
     from recommender.evaluation.ranking_metrics import n_used
+    from recommender.evaluation.scratch_sign import format_sign
 
     rows = []
     for r in summary.itertuples(index=False):
@@ -50,7 +51,22 @@ def ranking_table(summary: pd.DataFrame) -> pd.DataFrame:
             "top-3 hit": f"{d['top3']:.2f}",
             "regret (AUC)": _ci(d["regret"], d["regret_lo"], d["regret_hi"], "{:.4f}"),
             "NDCG@3": _ci(d["ndcg3"], d["ndcg3_lo"], d["ndcg3_hi"]),
-        })
+        } | ({"sign right [95% CI]": format_sign(d)} if "sign_n" in d else {}))
+    return pd.DataFrame(rows)
+
+
+def sign_table(summary: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
+    """The 80-column "is transfer worth it?" table: method, sign right k/n [Wilson 95% CI], τw, regret."""
+    from recommender.evaluation.scratch_sign import format_sign
+
+    rows = []
+    for r in summary[summary["method"].isin(shown)].itertuples(index=False):
+        d = r._asdict()
+        if format_sign(d) == "—":
+            continue
+        rows.append({"method": d["method"], "sign right [95% CI]": format_sign(d),
+                     "τw": f"{d['tau_w']:.3f}" if math.isfinite(d["tau_w"]) else "—",
+                     "regret": f"{d['regret']:.4f}" if math.isfinite(d["regret"]) else "—"})
     return pd.DataFrame(rows)
 
 
@@ -133,7 +149,14 @@ def register(app: typer.Typer) -> None:
         """Validate the shipped procedure, every candidate and baseline by nested leave-one-group-out;
         compare them paired; measure interval coverage, the noise ceiling and the study agreement."""
         from experiments.knowledge_base import load_kb
-        from recommender.evaluation import correlation_report, loto, summarise, verdict
+        from recommender.evaluation import (
+            correlation_report,
+            loto,
+            scratch_sign,
+            summarise,
+            verdict,
+            verify_eval,
+        )
         from recommender.evaluation.ceiling import noise_ceiling
         from recommender.evaluation.ranking_metrics import comparability_notes, n_used
         from recommender.evaluation.reference import agreement_sentences, study_agreement
@@ -179,7 +202,9 @@ def register(app: typer.Typer) -> None:
         per_target = result.per_target
         if external is not None:
             per_target = pd.concat([per_target, external], ignore_index=True)
-        summary = summarise(per_target)
+        scr = scratch_sign.evaluate(kbase, result.predictions)
+        summary = scratch_sign.with_sign(summarise(per_target), scr)
+        ver = verify_eval.evaluate(kbase, result.predictions)
         ceiling = noise_ceiling(kbase)
         agreement = study_agreement(kbase)
         model_dir = models_dir() / md.kb_name
@@ -200,6 +225,9 @@ def register(app: typer.Typer) -> None:
                      "Random = expected value of a uniformly random ranking (exact except τw: "
                      "mean of 2,000 seeded permutations).", *result.notes,
                      *comparability_notes(summary, per_target)]
+        scr_note = scratch_sign.NO_SCRATCH.format(kb=md.kb_name)
+        sentences += [*(scr.notes if scr is not None else [scr_note]),
+                      *(ver.notes if isinstance(ver, verify_eval.VerifyEval) else [ver])]
         if external is not None:
             ext = summary[summary["method"] == external["method"].iloc[0]].iloc[0]
             sentences.insert(0, f"{scores}: mean τw {_ci(ext['tau_w'], ext['tau_w_lo'], ext['tau_w_hi'])} "
@@ -212,10 +240,21 @@ def register(app: typer.Typer) -> None:
         payload = verdict.payload(result, {
             "n_targets": n, "summary": _records(summary), "per_target": _records(per_target),
             "correlation": _records(corr), "noise_ceiling": ceiling, "study_agreement": agreement,
-            "shipped_now": shipped_now, "validated": loto.validated_summary(result), "notes": sentences})
+            "shipped_now": shipped_now, "validated": loto.validated_summary(result), "notes": sentences,
+            "scratch": scr.to_dict() if scr is not None else {"note": scr_note},
+            "verify_replay": ver.to_dict() if isinstance(ver, verify_eval.VerifyEval) else {"note": ver}})
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
                   "fold_choices": result.choices, "comparisons": pd.DataFrame(result.comparisons),
                   "intervals": result.intervals}
+        if scr is not None:
+            tables["scratch_truth"] = scr.truth
+        sign_tbl = sign_table(summary, shown) if scr is not None else None
+        ver_tbl = verify_eval.table(ver) if isinstance(ver, verify_eval.VerifyEval) else None
+        if ver_tbl is not None:
+            tables["verify_replay"] = ver.summary
+        scr_cap = scr.caption() if scr is not None else scr_note
+        ver_cap = ver.notes[0] if ver_tbl is not None else ver
+        captions = {scr_cap, ver_cap}
         if out_dir is not None:
             from recommender.evaluation import write_outputs
 
@@ -232,6 +271,13 @@ def register(app: typer.Typer) -> None:
                     "the method the inner leave-one-group-out chose for each held-out group, and its "
                     "inner mean τw.", result.choices),
             }
+            if scr is not None:
+                display["Is transfer worth it? Best source vs scratch per held-out target"] = (
+                    scr_cap, scr.truth)
+                display["Sign accuracy: does the method call right whether pretraining helps?"] = (
+                    scr_cap, sign_table(summary, list(summary["method"])))
+            if ver_tbl is not None:
+                display["Verify (replayed from per-seed records)"] = (ver_cap, ver_tbl)
             files = write_outputs(out_dir, kbase, md, payload, tables, per_target, corr, sentences,
                                   display=display)
             err.print(f"wrote {len(files)} files to {out_dir} (report.html is self-contained)")
@@ -260,8 +306,21 @@ def register(app: typer.Typer) -> None:
                 prose(f"meta-feature differences: {min(n_meta, 10)} of {n_meta} rows shown (smallest "
                       "Pearson p; uncorrected for multiple tests); all rows in --format json/--out",
                       style="dim", highlight=False)
+            if sign_tbl is not None:
+                prose("Is transfer worth it? (held-out targets)", style="bold", highlight=False)
+                show(df_table(sign_tbl))
+                prose(scr_cap, style="dim", highlight=False)
+            else:
+                prose(scr_note, style="dim", highlight=False)
+            if ver_tbl is not None:
+                prose("Verify (replayed from per-seed records)", style="bold", highlight=False)
+                show(df_table(ver_tbl))
+                prose(ver_cap, style="dim", highlight=False)
+            else:
+                prose(ver, style="dim", highlight=False)
             for s in sentences:
-                prose(s, highlight=False)
+                if s not in captions:  # printed under its table already
+                    prose(s, highlight=False)
 
         emit(fmt, payload, tables, render)
 

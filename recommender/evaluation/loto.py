@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from imagesets import UserError
-from recommender.evaluation import conformal, tuning
+from recommender.evaluation import conformal, scratch_sign, tuning
 from recommender.evaluation.paired import paired_comparison
 from recommender.evaluation.ranking_metrics import (
     METRICS,
@@ -216,6 +216,8 @@ def run_loto(md: MetaDataset, retune: bool = False, n_trials: int = tuning.N_TRI
         keep = {tuning.study_name(md.kb_name, g) for g in folds.labels} | {tuning.study_name(md.kb_name, None)}
         tuning.prune(md.kb_name, keep, storage)
     pred = pd.concat(preds, ignore_index=True)
+    if scratch_sign.has_scratch(pred):  # "start from scratch": scratch first, then the static order
+        pred = pd.concat([pred, scratch_sign.scratch_baseline_rows(pred)], ignore_index=True)
     for (method, t), g in pred.groupby(["method", "target"], sort=False):
         per.append({"method": method, "target": t} | rank_metrics(g["score"].to_numpy(), g["auc"].to_numpy()))
     per_target = pd.DataFrame(per)

@@ -135,6 +135,37 @@ def tau_bars(per_target: pd.DataFrame, path: Path, extra: tuple[str, ...] = (),
     return path
 
 
+def budget_figure(verify: pd.DataFrame, path: Path) -> Path:
+    """Budget vs regret: each non-probing method at x = 0 (its 95% CI as an error bar and a dashed
+    line across), verify's budgets as a line with error bars (``verify``: the verify_replay table)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    v = verify[verify["kind"] == "verify"].sort_values("compute")
+    rest = verify[verify["kind"] != "verify"]
+    for i, r in enumerate(rest.itertuples(index=False)):
+        c = f"C{i + 1}"
+        label = f"{r.row} (best estimator, post hoc)" if r.kind.startswith("best") else r.row
+        ax.errorbar([0.0], [r.mean_regret], yerr=[[r.mean_regret - r.lo], [r.hi - r.mean_regret]],
+                    fmt="s", color=c, capsize=3, label=label)
+        ax.axhline(r.mean_regret, color=c, ls="--", lw=0.8, alpha=0.6)
+    if len(v):
+        y = v["mean_regret"].to_numpy(dtype=float)
+        ax.errorbar(v["compute"].to_numpy(dtype=float), y,
+                    yerr=[y - v["lo"].to_numpy(dtype=float), v["hi"].to_numpy(dtype=float) - y],
+                    fmt="o-", color="C0", capsize=3, lw=1.6, label="verify (replayed)")
+        for r in v.itertuples(index=False):
+            ax.annotate(r.row, (r.compute, r.mean_regret), textcoords="offset points", xytext=(5, 5),
+                        fontsize=7)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("compute (fraction of fine-tuning the whole shortlist on every verify seed)")
+    ax.set_ylabel("mean regret (AUC) against truth seeds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(out: Path, kb: KnowledgeBase, md: MetaDataset, payload: dict,
                   tables: dict[str, pd.DataFrame], per_target: pd.DataFrame | None,
                   corr: pd.DataFrame, sentences: list[str],
@@ -172,6 +203,15 @@ def write_outputs(out: Path, kb: KnowledgeBase, md: MetaDataset, payload: dict,
                         "held-out target (held out with its group, as in the tables), for the meta-model and the main "
                         "baselines; higher is better, 0 = no better than chance; the shipped method is "
                         "outlined; no bar = τw undefined on that target."))
+    ver = tables.get("verify_replay")
+    if ver is not None and len(ver):
+        figures.append((budget_figure(ver, out / "budget_vs_regret.png"),
+                        "Budget vs regret: verify replayed from the KB's per-seed records at each budget "
+                        "(x = fine-tunes run as a fraction of fine-tuning the whole shortlist on every "
+                        "verify seed), beside the methods that do not fine-tune (x = 0; dashed = their "
+                        "mean); y = mean regret (AUC) against the mean over the disjoint truth seeds, "
+                        "error bars = 95% bootstrap CI over groups; the best estimator is picked on "
+                        "these figures (post hoc)."))
     written += [p for p, _ in figures]
     if display:
         shown = [(title, cap, df) for title, (cap, df) in display.items()]

@@ -107,13 +107,16 @@ def group_bootstrap(values: pd.Series, groups: pd.Series, n_boot: int = 2000, se
 
 
 def replay_kb(kb: KnowledgeBase, budgets: list[float], verify_seeds: list[int], truth_seeds: list[int],
-              top: int = 4, shortlists: tuple[str, ...] = ("static",), allow_overlap: bool = False) -> dict:
+              top: int = 4, shortlists: tuple[str, ...] = ("static",), allow_overlap: bool = False,
+              extra_scores: dict[str, dict[str, pd.Series]] | None = None) -> dict:
     """Regret per held-out target of every non-fine-tuning method and of verify at each budget.
 
     ``shortlists``: which method's top ``top`` (plus scratch) verify measures: ``static``, an
-    ``estimate:<name>``, ``best`` (the non-fine-tuning method with the lowest mean regret) or
-    ``all`` (every source; ``top`` ignored). ``allow_overlap`` is for checking the replay itself
-    (verify on the truth's own seeds at full budget must have no regret).
+    ``estimate:<name>``, a method of ``extra_scores``, ``best`` (the non-fine-tuning method with
+    the lowest mean regret) or ``all`` (every source; ``top`` ignored). ``allow_overlap`` is for
+    checking the replay itself (verify on the truth's own seeds at full budget must have no
+    regret). ``extra_scores``: target → method → held-out scores over sources (e.g. the LOTO
+    ``shipped`` rows), judged against the same truth seeds as the rest.
     """
     if set(verify_seeds) & set(truth_seeds) and not allow_overlap:
         raise ValueError("verify seeds and truth seeds must be disjoint")
@@ -128,6 +131,8 @@ def replay_kb(kb: KnowledgeBase, budgets: list[float], verify_seeds: list[int], 
         best = td.truth.max()
         row = {"target": t, "group": td.group, "n_sources": len(td.truth)}
         scores[t] = method_scores(kb, t, list(td.truth.index), matrix)
+        for m, sc in ((extra_scores or {}).get(t) or {}).items():
+            scores[t][m] = sc.groupby(level=0).mean().reindex(td.truth.index)
         for m, sc in scores[t].items():
             if sc.notna().sum() >= 2:
                 row[m] = float(best - td.truth[_top(sc)[0]])
