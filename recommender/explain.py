@@ -189,3 +189,40 @@ def explain_order(method: str, baseline: tuple[str, int] | None, feature_row: di
     order = "higher first" if sign > 0 else "lower first"
     return evidence_word(col), f"{phrase} = {float(v):.4g} ({method}: {order})"
 
+
+
+# -- a rank average's own reasons: where each of its parts ranks the source ---------------------
+def rank_average_parts(method: str) -> list[str] | None:
+    """The parts of a ``rankavg:static+a+b`` method (None for any other method)."""
+    if not method.startswith("rankavg:"):
+        return None
+    return method.split(":", 1)[1].split("+")
+
+
+def explain_rank_average(parts: list[str], rows, directions: dict[str, int]) -> dict[str, tuple[str, str]]:  # noqa: ANN001
+    """source -> (evidence word, 'static #2, hscore #1, knn_acc #3 → mean rank 2.0').
+
+    Ranks are 1 = best among the candidates of this target, for the static prior and each
+    estimate (oriented by its direction), as the rank average combines them; a part with no
+    value for a source is left out of its mean (as the method does). The evidence word is the
+    part that ranks the source highest.
+    """
+    import pandas as pd
+
+    cols = {p: ("fold_static_prior" if p == "static" else f"pair_{p}") for p in parts}
+    vals = pd.DataFrame({p: (rows[c].astype(float) * (1 if p == "static" else directions.get(p, 1))
+                             if c in rows else np.nan) for p, c in cols.items()})
+    ranks = vals.rank(ascending=False, method="min")
+    out = {}
+    for i, src in enumerate(rows["source"]):
+        got = [(p, ranks.iloc[i][p]) for p in parts if np.isfinite(ranks.iloc[i][p])]
+        if not got:
+            out[str(src)] = ("—", f"no value for any of {', '.join(parts)} (ranked last)")
+            continue
+        text = ", ".join(f"{p} #{int(r)}" for p, r in got)
+        missing = [p for p in parts if p not in dict(got)]
+        text += (f" (no {', '.join(missing)})" if missing else "")
+        best = min(got, key=lambda pr: pr[1])[0]
+        out[str(src)] = (evidence_word(cols[best]),
+                         f"{text} → mean rank {np.mean([r for _, r in got]):.1f} of {len(rows)}")
+    return out

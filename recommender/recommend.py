@@ -19,7 +19,14 @@ import pandas as pd
 
 from experiments import KnowledgeBase, list_kbs, load_kb
 from imagesets import ImageSet, UserError, read_imageset
-from recommender.explain import explain_order, weights_location
+from recommender.explain import (
+    explain_order,
+    explain_rank_average,
+    rank_average_parts,
+    weights_location,
+)
+from recommender.gain import gain_fields, gain_info, predicted_verdict
+from recommender.grounds import nearest_targets, order_grounds, similarities_by_source
 
 MIN_IMAGES = 10
 
@@ -43,6 +50,9 @@ class Recommendation:
     notes: list[str] = field(default_factory=list)
     interval: dict | None = None  # what lo80/hi80 are, with their measured coverage (None: none given)
     noise_ceiling: dict | None = None  # the KB's split-half ceiling on τw (or why there is none)
+    gain: dict | None = None  # what gain_vs_scratch is, its interval's measured coverage (None: no scratch)
+    verdict: str | None = None  # predicted: does any source beat training from scratch here?
+    grounds: dict | None = None  # what the order rests on: target-blind?, the nearest KB targets
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -324,6 +334,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     timings["meta_model"] = time.perf_counter() - t
 
     tx = _transferability_by_source(pairs)
+    sims = similarities_by_source(pairs)
     static_pick = model.static_pick(rows)
     # rank() orders by the shipped method's own score; its predicted AUC is monotone in it.
     ranked = ranked.reset_index(drop=True)
@@ -332,6 +343,11 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     if explain_base is None and explain_method != "meta" and callable(own):
         contrib, explain_method = own(rows), "model"  # the order's own terms, not the meta-model's view
     frows = rows.drop_duplicates("source").set_index("source")
+    parts = rank_average_parts(shipped.method)
+    by_parts = (explain_rank_average(
+        parts, frows.reset_index(), getattr(getattr(shipped.fitted, "ctx", None), "directions", None) or {})
+                if parts else {})
+    gain = gain_info(shipped, list(kbase.sources))
     static_auc = (
         float(ranked.loc[ranked["source"] == static_pick, "predicted_auc"].iloc[0])
         if static_pick is not None and (ranked["source"] == static_pick).any() else np.nan
@@ -342,14 +358,15 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         ck = _shown_path(kbase.checkpoint_path(src))
         crow = contrib.loc[src].to_dict() if contrib is not None and src in contrib.index else {}
         # evidence and reasons come from the method that set the order, never another's view
-        evidence, why = explain_order(explain_method, explain_base,
-                                      frows.loc[src].to_dict() if src in frows.index else {}, crow)
+        evidence, why = by_parts.get(src) or explain_order(
+            explain_method, explain_base, frows.loc[src].to_dict() if src in frows.index else {}, crow)
         out.append({
             "rank": i + 1,
             "source": src,
             "predicted_auc": float(r["predicted_auc"]),
             "lo80": float(r["lo80"]) if np.isfinite(r["lo80"]) else None,
             "hi80": float(r["hi80"]) if np.isfinite(r["hi80"]) else None,
+            **gain_fields(r, gain),
             "vs_static_pick": float(r["predicted_auc"] - static_auc) if np.isfinite(static_auc) else None,
             "static_pick": src == static_pick,
             "evidence": evidence,
@@ -357,7 +374,14 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
             "weights": weights_location(src, ck),
             "weights_card": _weights_card(kbase, src),
             "transferability": tx.get(src, {}),
+            "similarities": sims.get(src, {}),
         })
+    verdict = predicted_verdict(out, gain, shipped.method == "static")  # every source, before --top
+    blind = shipped.method == "static" or not use_tx
+    grounds = order_grounds(shipped.method, imageset.labelled, kbase.has_checkpoints, use_tx, kb_name,
+                            nearest_targets(kbase, profile) if blind else {})
+    if grounds["text"]:
+        notes.insert(0, grounds["text"])
     if top:
         out = out[:top]
     timings["total"] = time.perf_counter() - t0
@@ -371,6 +395,9 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         validation=dict(shipped.validated or {}),
         interval=_interval_info(shipped),
         noise_ceiling=model.manifest.get("noise_ceiling"),
+        gain=gain,
+        verdict=verdict,
+        grounds=grounds,
         ranking=out,
         notes=notes,
         timings_s={k: round(v, 3) for k, v in timings.items()},

@@ -36,12 +36,14 @@ KNOWN: dict[str, Col] = {
     "rank": Col("#", "compact", "right"),
     "source": Col("source", "compact"),
     "predicted_auc": Col("AUC", "compact", "right"),
+    "gain_vs_scratch": Col("vs scratch", "compact", "right"),
     "evidence": Col("evidence", "compact"),
     "vs_static_pick": Col("vs static", "wide", "right", 4),
     "reasons": Col("why", "wide"),
 }
 # Keys folded into other columns or rendered apart (intervals, the weights card, estimates).
-CONSUMED = {"lo80", "hi80", "lo", "hi", "static_pick", "weights", "weights_card", "transferability"}
+CONSUMED = {"lo80", "hi80", "lo", "hi", "static_pick", "weights", "weights_card", "transferability",
+            "gain_lo", "gain_hi", "negative_transfer", "similarities"}
 
 
 def fmt_value(v: Any, digits: int = 3) -> str:
@@ -93,7 +95,8 @@ def extra_keys(ranking: list[dict]) -> list[str]:
     return list(keys)
 
 
-def _table(rec: Any, wide: bool, extras: list[str], iv: dict | None) -> Table:
+def _table(rec: Any, wide: bool, extras: list[str], iv: dict | None, gain: str = "full") -> Table:
+    """The ranking table; ``gain``: 'full' (gain ± interval), 'brief' (the gain alone) or 'off'."""
     ranking = rec.ranking
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     longest = max((len(str(r["source"])) for r in ranking), default=6)
@@ -106,6 +109,14 @@ def _table(rec: Any, wide: bool, extras: list[str], iv: dict | None) -> Table:
         if key == "vs_static_pick":
             cols.append((col.header, _vs_static))
             t.add_column(col.header, justify="right")
+            continue
+        if key == "gain_vs_scratch":
+            if getattr(rec, "gain", None) is None or gain == "off":
+                continue
+            from recommender.gain import gain_text
+
+            cols.append((col.header, lambda r: gain_text(r, rec.gain, brief=gain == "brief")))
+            t.add_column(col.header, justify="right", no_wrap=True)
             continue
         if key == "source":
             t.add_column(col.header, no_wrap=True, min_width=longest)
@@ -202,6 +213,23 @@ def _tx_table(rec: Any) -> Table | None:
     return t
 
 
+def _sim_table(rec: Any) -> Table | None:
+    """Every registered similarity/distance between each source and the folder, by name."""
+    sims = {r["source"]: r["similarities"] for r in rec.ranking if r.get("similarities")}
+    if not sims:
+        return None
+    names = list(dict.fromkeys(k for d in sims.values() for k in d))
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    t.add_column("source", no_wrap=True)
+    for n in names:
+        t.add_column(n, justify="right")
+    for r in rec.ranking:
+        d = r.get("similarities") or {}
+        t.add_row(r["source"], *[f"{d[n]:.4g}" if isinstance(d.get(n), float) and math.isfinite(d[n]) else "—"
+                                 for n in names])
+    return t
+
+
 def _snippets(rec: Any) -> None:
     cards = [(r["rank"], r["weights_card"]) for r in rec.ranking if isinstance(r.get("weights_card"), dict)]
     if not cards:
@@ -238,7 +266,7 @@ def _method_sentence(rec: Any) -> str:
 
 
 _KNOWN_TOP = {"target", "target_card", "labelled", "kb", "kb_choice", "method", "validation", "ranking",
-              "notes", "timings_s", "interval", "noise_ceiling"}
+              "notes", "timings_s", "interval", "noise_ceiling", "gain", "verdict", "grounds"}
 
 
 def _other_fields(rec: Any) -> list[str]:
@@ -274,10 +302,21 @@ def render(rec: Any, wide: bool = False) -> None:
         while shown and _least_width(t) > out.width:  # extras that do not fit go to --wide
             shown.pop()
             t = _table(rec, False, shown, iv)
+        mode = "full"
+        for mode in ("full", "brief", "off"):  # then the gain's interval, then the gain itself
+            t = _table(rec, False, shown, iv, gain=mode)
+            if _least_width(t) <= out.width:
+                break
         print_table(t, title)
-        if len(shown) < len(extras):
-            prose(f"more columns in --wide: {', '.join(e.replace('_', ' ') for e in extras[len(shown):])}",
-                  highlight=False)
+        moved = [e.replace("_", " ") for e in extras[len(shown):]]
+        if getattr(rec, "gain", None) is not None and mode != "full":
+            moved.insert(0, "vs scratch" + (" interval" if mode == "brief" else ""))
+        if moved:
+            prose(f"more columns in --wide: {', '.join(moved)}", highlight=False)
+    if getattr(rec, "verdict", None):
+        from rich.markup import escape
+
+        prose(f"[b]verdict:[/b] {escape(rec.verdict)}", highlight=False)
     tx = _tx_table(rec)
     tx_title = "transferability estimates on your images (higher = should transfer better)"
     if tx is not None:
@@ -287,6 +326,10 @@ def render(rec: Any, wide: bool = False) -> None:
             print_table(tx, tx_title)
         else:
             prose("transferability estimates on your images: --wide or --format json", highlight=False)
+    sim = _sim_table(rec)
+    if wide and sim is not None:
+        _print_wide(sim, "similarity of each source to your images (sim_*: higher = closer; "
+                         "dist_*: lower = closer)")
     if wide:
         _snippets(rec)
     prose(_method_sentence(rec), highlight=False)
@@ -294,14 +337,16 @@ def render(rec: Any, wide: bool = False) -> None:
            + (f"; {iv['label']}: {iv['caption'].rstrip('. ')}." if iv else
               "; this method has no calibrated interval (its spread is in --format json)."))
     prose(auc + " evidence: what set each source's place.", highlight=False)
+    if getattr(rec, "gain", None):
+        prose(rec.gain["caption"].rstrip(". ") + ".", highlight=False)
     prose(f"KB {rec.kb}: {rec.kb_choice}.", highlight=False)
     for line in _other_fields(rec):
         prose(line, highlight=False)
     for note in rec.notes:
         prose(f"note: {note}", highlight=False)
     if not wide:
-        prose("--wide: reasons, weights and loading snippets; --format json: everything", highlight=False,
-              style="dim")
+        prose("--wide: reasons, weights, similarities and loading snippets; --format json: everything",
+              highlight=False, style="dim")
     ts = rec.timings_s or {}
     prose(f"took {wall_time():.1f} s wall (read {ts.get('read', 0):.1f} s, meta-features "
           f"{ts.get('meta_features', 0):.1f} s; start-up and imports are the rest)", highlight=False)

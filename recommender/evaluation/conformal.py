@@ -14,6 +14,12 @@ juodelyte2024 and local). ``c = 1/2`` (:data:`CORRECTION`, the default) aims at 
 of that range, so the expected coverage is near nominal rather than above it (measured:
 82–83%); the synthetic test checks it stays within ±5 points. With too few targets for a
 finite quantile (``K < nominal / (1 − nominal)``) no interval is given.
+
+The predicted *gain over scratch* (a source's predicted AUC minus scratch's, same target)
+gets its own interval, calibrated the same way from the same held-out cells: residuals of
+predicted vs measured gain (``auc − auc of scratch`` on that target). The target's level
+cancels in a difference, so this interval is narrower than the AUC one and needs its own
+quantile; its coverage on the outer folds is :func:`gain_coverage` (inside :func:`coverage`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from recommender.model.scoring import auc_interval, predicted_auc
+from recommender.model.scoring import (
+    REFERENCE,
+    auc_interval,
+    gain_interval,
+    gain_over_reference,
+    predicted_auc,
+)
 
 NOMINAL = 0.8
 CORRECTION = 0.5
@@ -60,7 +72,8 @@ def calibrate(cal: pd.DataFrame, nominal: float = NOMINAL, correction: float = C
 
     Every row must be a prediction for a target that was held out of the model (and of
     ``mu``/``sd``) that made it. Returns ``slope, q, nominal, n_targets, n_cells``; ``q``
-    is None when there are too few targets for a finite quantile.
+    is None when there are too few targets for a finite quantile. With a ``source`` column
+    that includes scratch, also ``gain``: the gain-over-scratch calibration (:func:`calibrate_gain`).
     """
     cal = cal[np.isfinite(cal["auc"].to_numpy(dtype=float))]
     k = int(cal["target"].nunique())
@@ -75,9 +88,41 @@ def calibrate(cal: pd.DataFrame, nominal: float = NOMINAL, correction: float = C
     out["slope"] = slope
     level = nominal * (1.0 + correction / k)
     out["level"] = level
-    if k < min_targets(nominal) or level > 1.0:
-        return out
-    out["q"] = weighted_quantile(resid, cal["target"].to_numpy(), level)
+    if k >= min_targets(nominal) and level <= 1.0:
+        out["q"] = weighted_quantile(resid, cal["target"].to_numpy(), level)
+    return _with_gain(out, cal, nominal, correction)
+
+
+def _with_gain(out: dict, cal: pd.DataFrame, nominal: float, correction: float) -> dict:
+    """``out`` plus ``gain`` (see :func:`calibrate_gain`) when the cells include the reference."""
+    if "source" in cal and (cal["source"].astype(str) == REFERENCE).any():
+        out["gain"] = calibrate_gain(cal, out.get("slope", 0.0), nominal, correction)
+    return out
+
+
+def calibrate_gain(cal: pd.DataFrame, slope: float, nominal: float = NOMINAL,
+                   correction: float = CORRECTION, reference: str = REFERENCE) -> dict:
+    """Half-width of the predicted gain over ``reference`` from calibration cells
+    ``target, source, z, auc, mu, sd`` (held-out predictions, as for :func:`calibrate`).
+
+    Predicted gain = predicted AUC − the reference's predicted AUC on the same target (the AUC
+    slope, so the gain column is the difference of the AUC column); measured gain = AUC − the
+    reference's AUC there. Returns ``reference, q`` (None: too few targets), ``nominal, level,
+    n_targets, n_cells``; the reference's own cells are not counted.
+    """
+    pred = predicted_auc(cal["z"].to_numpy(dtype=float),
+                         {"mu": cal["mu"].to_numpy(dtype=float), "sd": cal["sd"].to_numpy(dtype=float),
+                          "slope": slope})
+    src, tgt = cal["source"].to_numpy(), cal["target"].to_numpy()
+    resid = np.abs(gain_over_reference(cal["auc"].to_numpy(dtype=float), src, tgt, reference)
+                   - gain_over_reference(pred, src, tgt, reference))
+    ok = np.isfinite(resid) & (pd.Series(src).astype(str) != reference).to_numpy()
+    k = int(pd.Series(tgt[ok]).nunique())
+    level = nominal * (1.0 + correction / k) if k else math.nan
+    out = {"reference": reference, "nominal": nominal, "n_targets": k, "n_cells": int(ok.sum()),
+           "level": level, "q": None}
+    if k and k >= min_targets(nominal) and level <= 1.0:
+        out["q"] = weighted_quantile(resid[ok], tgt[ok], level)
     return out
 
 
@@ -86,15 +131,50 @@ def interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
     return auc_interval(z, level, calibration)
 
 
+def intervals_with_gain(iv: pd.DataFrame, sources: np.ndarray, targets: np.ndarray, auc: np.ndarray,
+                        calibration: dict) -> pd.DataFrame:
+    """``iv`` (predicted_auc, lo, hi) plus predicted_gain, gain_lo, gain_hi and the measured
+    ``gain`` over scratch, when the calibration has a gain entry (else ``iv`` unchanged)."""
+    if "gain" not in calibration:
+        return iv
+    g = gain_interval(iv["predicted_auc"].to_numpy(dtype=float), sources, targets, calibration)
+    out = pd.concat([iv.reset_index(drop=True), g], axis=1)
+    out["gain"] = gain_over_reference(np.asarray(auc, dtype=float), sources, targets,
+                                      calibration["gain"].get("reference", REFERENCE))
+    return out
+
+
+def gain_coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
+    """Share of held-out cells (``gain, gain_lo, gain_hi, predicted_gain, target``) whose measured
+    gain over scratch is inside its interval, with n cells and targets; and how often a cell
+    flagged as negative transfer (interval below 0) was measured below scratch."""
+    lo = cells["gain_lo"].to_numpy(dtype=float) if "gain_lo" in cells else np.full(len(cells), np.nan)
+    ok = cells[np.isfinite(lo) & np.isfinite(cells["gain"].to_numpy(dtype=float))] if "gain" in cells \
+        else cells.iloc[:0]
+    n = int(len(ok))
+    out = {"nominal": nominal, "n_cells": n, "n_targets": int(ok["target"].nunique()) if n else 0}
+    if n == 0:
+        return out | {"coverage": math.nan}
+    inside = (ok["gain"] >= ok["gain_lo"]) & (ok["gain"] <= ok["gain_hi"])
+    flagged = ok["gain_hi"] < 0
+    return out | {"coverage": float(inside.mean()),
+                  "per_target_mean": float(inside.groupby(ok["target"]).mean().mean()),
+                  "median_half_width": float(((ok["gain_hi"] - ok["gain_lo"]) / 2).median()),
+                  "n_flagged_negative": int(flagged.sum()),
+                  "flagged_negative_measured_below": int((flagged & (ok["gain"] < 0)).sum())}
+
+
 def coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
-    """Share of held-out cells (``auc, lo, hi, target``) inside their interval, with n cells and targets."""
+    """Share of held-out cells (``auc, lo, hi, target``) inside their interval, with n cells and
+    targets; with gain columns (:func:`intervals_with_gain`), also ``gain``: :func:`gain_coverage`."""
     ok = cells[np.isfinite(cells["lo"].to_numpy(dtype=float))]
     n = int(len(ok))
     out = {"nominal": nominal, "n_cells": n, "n_targets": int(ok["target"].nunique()) if n else 0,
            "n_cells_without_interval": int(len(cells) - n)}
+    gain = {"gain": gain_coverage(cells, nominal)} if "gain_lo" in cells else {}
     if n == 0:
-        return out | {"coverage": math.nan, "per_target_mean": math.nan, "median_half_width": math.nan}
+        return out | {"coverage": math.nan, "per_target_mean": math.nan, "median_half_width": math.nan} | gain
     inside = (ok["auc"] >= ok["lo"]) & (ok["auc"] <= ok["hi"])
     return out | {"coverage": float(inside.mean()),
                   "per_target_mean": float(inside.groupby(ok["target"]).mean().mean()),
-                  "median_half_width": float(((ok["hi"] - ok["lo"]) / 2).median())}
+                  "median_half_width": float(((ok["hi"] - ok["lo"]) / 2).median())} | gain

@@ -14,7 +14,8 @@ evaluated. For each outer held-out group g:
    "shipped" figure, an estimate of the whole procedure; every candidate's own outer
    row is kept for reference only;
 4. its predicted AUC gets a split-conformal interval whose residuals are the inner
-   LOGO predictions on the training groups (never g's own).
+   LOGO predictions on the training groups (never g's own); so does its predicted gain over
+   scratch (predicted AUC − scratch's), from the same inner cells, when scratch is a source.
 
 The same steps on all groups choose, fit and calibrate what ``recommend`` ships.
 Two procedures run side by side: ``any`` (candidates without transferability estimates)
@@ -173,7 +174,8 @@ class FoldOutcome:
     inner: dict[str, float]  # candidate → inner mean τw
     choices: dict[str, Choice]
     predictions: pd.DataFrame  # method, target, source, score, auc (every candidate + shipped rows)
-    intervals: pd.DataFrame  # scenario, target, source, auc, predicted_auc, lo, hi
+    intervals: pd.DataFrame  # scenario, target, source, auc, predicted_auc, lo, hi (+ gain columns
+    #                          predicted_gain, gain_lo, gain_hi, gain when the KB has scratch)
     params: dict[str, dict] = field(default_factory=dict)
 
 
@@ -304,6 +306,8 @@ class Procedure:
             s = scores[ch.method]
             rows.append(_pred_rows(ROW_NAME[scen], test, s))
             iv = conformal.interval(normal_scores(s, test["target"].to_numpy()), lv, ch.calibration)
+            iv = conformal.intervals_with_gain(iv, test["source"].to_numpy(), test["target"].to_numpy(),
+                                               test["auc"].to_numpy(dtype=float), ch.calibration)
             iv.insert(0, "scenario", scen)
             iv.insert(1, "target", test["target"].to_numpy())
             iv.insert(2, "source", test["source"].to_numpy())

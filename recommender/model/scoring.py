@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from experiments.knowledge_base import SCRATCH as REFERENCE  # what a gain is measured against
+
 ESTIMATE_KIND = "transferability"
 
 
@@ -95,6 +97,38 @@ def auc_interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
     else:
         lo, hi = np.clip(pred - q, 0.0, 1.0), np.clip(pred + q, 0.0, 1.0)
     return pd.DataFrame({"predicted_auc": pred, "lo": lo, "hi": hi})
+
+
+def gain_over_reference(values: np.ndarray, sources: np.ndarray | pd.Series,
+                        targets: np.ndarray | pd.Series, reference: str = REFERENCE) -> np.ndarray:
+    """``value − value of the reference source of the same target`` per row (NaN where the target
+    has no reference row); the reference's own rows get 0."""
+    v = pd.Series(np.asarray(values, dtype=float))
+    src = pd.Series(np.asarray(sources)).astype(str)
+    tgt = pd.Series(np.asarray(targets)).reset_index(drop=True)
+    ref = v.where(src == reference).groupby(tgt, sort=False).transform("max")
+    return (v - ref).to_numpy(dtype=float)
+
+
+def gain_interval(pred_auc: np.ndarray, sources: np.ndarray | pd.Series, targets: np.ndarray | pd.Series,
+                  calibration: dict) -> pd.DataFrame:
+    """predicted_gain, gain_lo, gain_hi: a source's predicted AUC minus the reference's (scratch) in
+    the same target, ± the conformal half-width ``calibration['gain']['q']``.
+
+    The level of the target cancels in the difference, so this interval is calibrated apart from
+    the AUC one (:func:`recommender.evaluation.conformal.calibrate`). No ``gain`` calibration, no
+    ``q``, or no reference row: NaN bounds; the reference's own row: gain 0, no interval.
+    """
+    g = calibration.get("gain") or {}
+    ref = g.get("reference", REFERENCE)
+    gain = gain_over_reference(pred_auc, sources, targets, ref)
+    q = g.get("q")
+    is_ref = np.asarray(pd.Series(np.asarray(sources)).astype(str) == ref)
+    if q is None:
+        lo = hi = np.full(len(gain), np.nan)
+    else:
+        lo, hi = np.where(is_ref, np.nan, gain - q), np.where(is_ref, np.nan, gain + q)
+    return pd.DataFrame({"predicted_gain": gain, "gain_lo": lo, "gain_hi": hi})
 
 
 def auc_level(train: pd.DataFrame) -> dict:

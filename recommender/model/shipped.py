@@ -25,7 +25,7 @@ from experiments.knowledge_base import artifacts_dir
 from imagesets import UserError
 from recommender.model.meta_model import SEED, contributions, feature_columns, fit_model
 from recommender.model.methods import Context, MetaFitted, get_method
-from recommender.model.scoring import auc_interval, nan_safe, normal_scores
+from recommender.model.scoring import auc_interval, gain_interval, nan_safe, normal_scores
 
 FORMAT = 2
 SCENARIOS = ("any", "estimates")
@@ -52,17 +52,23 @@ class Shipped:
     validated: dict = field(default_factory=dict)  # outer nested-LOGO figures of this procedure
 
     def rank(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """DataFrame[source, predicted_auc, lo80, hi80, method, score], best first.
+        """DataFrame[source, predicted_auc, lo80, hi80, predicted_gain, gain_lo, gain_hi, method,
+        score], best first.
 
         The predicted AUC is monotone in the score (within-target normal score times the
-        calibrated slope), so the order, the predicted column and the interval agree.
+        calibrated slope), so the order, the predicted column and the interval agree. The
+        predicted gain is that AUC minus scratch's (NaN without a scratch row); its interval
+        needs a ``gain`` calibration (a model saved before it has none: NaN bounds).
         """
         score = self.fitted.score(rows)
         z = normal_scores(score, rows["target"].to_numpy())
         iv = auc_interval(z, self.level, self.calibration)
+        gain = gain_interval(iv["predicted_auc"].to_numpy(), rows["source"].to_numpy(),
+                             rows["target"].to_numpy(), self.calibration)
         out = pd.DataFrame({"source": rows["source"].to_numpy(), "predicted_auc": iv["predicted_auc"],
-                            "lo80": iv["lo"], "hi80": iv["hi"], "method": self.method,
-                            "score": nan_safe(score)})
+                            "lo80": iv["lo"], "hi80": iv["hi"],
+                            **{c: gain[c].to_numpy() for c in gain.columns},
+                            "method": self.method, "score": nan_safe(score)})
         return out.sort_values(["score", "source"], ascending=[False, True],
                                kind="stable").reset_index(drop=True)
 
@@ -197,6 +203,9 @@ def _check_shipped(man: dict, path: Path, kb: str) -> None:
             raise ModelFileError(f"{path}: shipped '{scen}' lacks a finite AUC level/slope; {how}")
         if cal.get("q") is not None and not (_finite(cal["q"]) and cal["q"] >= 0):
             raise ModelFileError(f"{path}: shipped '{scen}' has a bad interval half-width; {how}")
+        gq = (cal.get("gain") or {}).get("q") if isinstance(cal.get("gain", {}), dict) else "bad"
+        if gq is not None and not (_finite(gq) and gq >= 0):
+            raise ModelFileError(f"{path}: shipped '{scen}' has a bad gain-interval half-width; {how}")
 
 
 def load_recommender(kb_name: str, root: Path | None = None, md=None) -> Recommender:  # noqa: ANN001
