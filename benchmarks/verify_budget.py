@@ -6,7 +6,9 @@ is replayed over seeds (round 1: one seed per shortlisted candidate; the better 
 sources gets more seeds). Verify sees only ``--verify-seeds`` (default 0-4); the truth is the
 mean over the disjoint ``--truth-seeds`` (default 5-9), and every method's regret is measured
 against it. Static ranking: leave-one-group-out. Estimators: per-target numbers, no fitting;
-the best non-probing method is picked after the fact (which favours it).
+the best non-probing method is picked after the fact (which favours it). ``--shipped`` also
+runs the nested leave-one-group-out (``run_loto``, stored Optuna studies; ~20 s on KB local)
+and scores its held-out ``shipped``/``shipped+est`` rankings against the same truth seeds.
 Goal (issue 11, item 5): at <= 25% of full compute, verify's mean regret <= half that of the
 best non-probing method, over >= 6 held-out targets. Compute = fine-tunes run / (shortlist x
 verify seeds). Intervals: 95% bootstrap over held-out groups (2,000 resamples).
@@ -32,6 +34,19 @@ def _seeds(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
+def _shipped_scores(kb) -> dict:  # noqa: ANN001 - a KnowledgeBase
+    """target -> {shipped, shipped+est} -> held-out scores over sources, from run_loto."""
+    from recommender.evaluation import run_loto
+    from recommender.model import build_meta_dataset
+
+    pred = run_loto(build_meta_dataset(kb)).predictions
+    pred = pred[pred["method"].isin(["shipped", "shipped+est"])]
+    out: dict = {}
+    for (m, t), g in pred.groupby(["method", "target"]):
+        out.setdefault(t, {})[m] = g.set_index("source")["score"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kb", default="local")
@@ -41,12 +56,15 @@ def main() -> None:
     ap.add_argument("--truth-seeds", default="5-9")
     ap.add_argument("--top", type=int, default=4)
     ap.add_argument("--shortlists", default="static,best,all")
+    ap.add_argument("--shipped", action="store_true",
+                    help="Also score the LOTO shipped rows (runs the nested leave-one-group-out).")
     ap.add_argument("--json", type=Path, help="Also write the per-target table and summary here.")
     a = ap.parse_args()
     kb = synthetic_kb(16, 12, 10) if a.synthetic else load_kb(a.kb)
     budgets = [float(b) for b in a.budgets.split(",")]
+    extra = _shipped_scores(kb) if a.shipped else None
     res = replay_kb(kb, budgets, _seeds(a.verify_seeds), _seeds(a.truth_seeds), a.top,
-                    tuple(a.shortlists.split(",")))
+                    tuple(a.shortlists.split(",")), extra_scores=extra)
     s, df, best = res["summary"], res["per_target"], res["best_non_probing"]
     n_t, n_g = int(s["n_targets"].max()), int(s["n_groups"].max())
     print(f"KB {kb.name}: {n_t} held-out targets in {n_g} groups; verify seeds {a.verify_seeds}, truth = mean over "

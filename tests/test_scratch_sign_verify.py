@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from experiments.knowledge_base import SCRATCH, KnowledgeBase, save_kb
 from recommender.cli import app
-from recommender.evaluation import scratch_sign, verify_eval
+from recommender.evaluation import scratch_sign
 from recommender.evaluation.ranking_metrics import rank_metrics
+from recommender.verify import replay_report as verify_eval
 from recommender.verify.replay import synthetic_kb as replay_kb_synth
 
 runner = CliRunner()
@@ -161,11 +162,13 @@ def scratch_run(tmp_path_factory):
         js = runner.invoke(app, ["evaluate-meta", "--kb", "scr", "--trials", "1", "--no-save",
                                  "--format", "json", "--out", str(tmp / "out")])
         tbl = runner.invoke(app, ["evaluate-meta", "--kb", "scr", "--trials", "1", "--no-save"])
-        yield tmp, js, tbl
+        csv = runner.invoke(app, ["evaluate-meta", "--kb", "scr", "--trials", "1", "--no-save",
+                                  "--format", "csv"])
+        yield tmp, js, tbl, csv
 
 
 def test_cli_reports_sign_scratch_baseline_and_verify(scratch_run) -> None:
-    tmp, js, tbl = scratch_run
+    tmp, js, tbl, csv = scratch_run
     assert js.exit_code == 0, js.output
     p = json.loads(js.stdout)
     summ = {r["method"]: r for r in p["summary"]}
@@ -186,6 +189,8 @@ def test_cli_reports_sign_scratch_baseline_and_verify(scratch_run) -> None:
     assert "Is transfer worth it?" in tbl.stdout and "Verify (replayed from per-seed records)" in tbl.stdout
     wide = [ln for ln in tbl.stdout.splitlines() if len(ln) > 80]
     assert not wide, wide
+    assert csv.exit_code == 0, csv.output
+    assert "# table: scratch_truth" in csv.stdout and "# table: verify_replay" in csv.stdout
 
 
 def test_cli_without_scratch_or_seeds_gives_notes(tmp_path, monkeypatch) -> None:

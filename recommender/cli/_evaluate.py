@@ -155,12 +155,12 @@ def register(app: typer.Typer) -> None:
             scratch_sign,
             summarise,
             verdict,
-            verify_eval,
         )
         from recommender.evaluation.ceiling import noise_ceiling
         from recommender.evaluation.ranking_metrics import comparability_notes, n_used
         from recommender.evaluation.reference import agreement_sentences, study_agreement
         from recommender.model import build_meta_dataset, models_dir
+        from recommender.verify import replay_report as verify_eval
 
         kbase = load_kb(kb)
         md = build_meta_dataset(kbase)
@@ -272,8 +272,10 @@ def register(app: typer.Typer) -> None:
                     "inner mean τw.", result.choices),
             }
             if scr is not None:
+                from recommender.evaluation.report_html import display_frame
+
                 display["Is transfer worth it? Best source vs scratch per held-out target"] = (
-                    scr_cap, scr.truth)
+                    scr.notes[0], display_frame(scr.truth))
                 display["Sign accuracy: does the method call right whether pretraining helps?"] = (
                     scr_cap, sign_table(summary, list(summary["method"])))
             if ver_tbl is not None:

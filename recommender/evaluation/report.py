@@ -144,7 +144,8 @@ def budget_figure(verify: pd.DataFrame, path: Path) -> Path:
     for i, r in enumerate(rest.itertuples(index=False)):
         c = f"C{i + 1}"
         label = f"{r.row} (best estimator, post hoc)" if r.kind.startswith("best") else r.row
-        ax.errorbar([0.0], [r.mean_regret], yerr=[[r.mean_regret - r.lo], [r.hi - r.mean_regret]],
+        x0 = -0.015 * (len(rest) - 1) + 0.03 * i  # side by side around x = 0, bars apart
+        ax.errorbar([x0], [r.mean_regret], yerr=[[r.mean_regret - r.lo], [r.hi - r.mean_regret]],
                     fmt="s", color=c, capsize=3, label=label)
         ax.axhline(r.mean_regret, color=c, ls="--", lw=0.8, alpha=0.6)
     if len(v):
@@ -153,9 +154,10 @@ def budget_figure(verify: pd.DataFrame, path: Path) -> Path:
                     yerr=[y - v["lo"].to_numpy(dtype=float), v["hi"].to_numpy(dtype=float) - y],
                     fmt="o-", color="C0", capsize=3, lw=1.6, label="verify (replayed)")
         for r in v.itertuples(index=False):
-            ax.annotate(r.row, (r.compute, r.mean_regret), textcoords="offset points", xytext=(5, 5),
-                        fontsize=7)
-    ax.set_xlim(-0.05, 1.05)
+            right = r.compute > 0.8
+            ax.annotate(f"{r.row} budget", (r.compute, r.mean_regret), textcoords="offset points",
+                        xytext=(-5, 8) if right else (5, 5), ha="right" if right else "left", fontsize=7)
+    ax.set_xlim(-0.03 * len(rest) - 0.03, 1.08)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("compute (fraction of fine-tuning the whole shortlist on every verify seed)")
     ax.set_ylabel("mean regret (AUC) against truth seeds")
