@@ -321,7 +321,7 @@ def register(app: typer.Typer) -> None:
             else:
                 prose(ver, style="dim", highlight=False)
             for s in sentences:
-                if s not in captions:  # printed under its table already
+                if not any(s in c for c in captions):  # printed under its table already
                     prose(s, highlight=False)
 
         emit(fmt, payload, tables, render)

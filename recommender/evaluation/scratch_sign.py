@@ -187,6 +187,7 @@ def evaluate(kb: KnowledgeBase, predictions: pd.DataFrame, seed: int = 0) -> Scr
     rnd = random_sign(truth, {t: len(c) for t, c in cand.items()})
     sign = pd.concat([sign, pd.DataFrame([{"method": "random", "sign": rnd,
                                            "sign_n": int(len(truth))}])], ignore_index=True)
+    sign = sign.astype({c: "Int64" for c in ("sign_k", "sign_n", "sign_det_k", "sign_det_n")})
     b = {c: int((truth["truth"] == c).sum()) for c in CALLS}
     n = len(truth)
     notes = [f"Is transfer worth it? On {n} held-out targets the best source beats scratch by its mean "
