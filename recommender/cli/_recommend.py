@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         if verify:  # measure the shortlist; one table of measured and predicted rows
             from recommender.cli._verify import recommend_then_verify
 
-            return recommend_then_verify(rec, payload, budget, arch, fmt)
+            return recommend_then_verify(rec, payload, budget, arch, fmt, wide=wide)
         emit(fmt, payload, tables={"ranking": _flat(rec.ranking)}, render_table=lambda: _render(rec, wide))
 
 

@@ -65,18 +65,6 @@ class VerifyProgress:
         self.bar.update(self.task, total=max(self.done, 1e-9), completed=self.done)
 
 
-def _num(d: dict | None, digits: int = 3) -> str:
-    if not d:
-        return "—"
-    return f"{d['diff']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
-
-
-def _round_text(r: dict) -> str:
-    lv = r["level"]
-    where = "full" if lv["data"] >= 1 and lv["epochs"] >= 1 else f"{lv['data']:.0%} img, {lv['epochs']:.0%} ep"
-    return f"{where} ×{r['seeds']}"
-
-
 def result_rows(res) -> pd.DataFrame:  # noqa: ANN001 (VerifyResult)
     """Flat rows for --format csv."""
     rows = []
@@ -88,62 +76,6 @@ def result_rows(res) -> pd.DataFrame:  # noqa: ANN001 (VerifyResult)
                 flat[f"{name}_{k}"] = v
         rows.append(flat)
     return pd.DataFrame(rows)
-
-
-def render_result(res) -> None:  # noqa: ANN001 (VerifyResult)
-    t = Table(title=f"measured on {res.target} — KB {res.kb}, protocol {res.protocol}")
-    t.add_column("#", justify="right")
-    t.add_column("candidate", overflow="fold")
-    t.add_column("AUC [95% CI]")
-    t.add_column("P(beats #1)", justify="right")
-    t.add_column("vs scratch [95% CI]")
-    t.add_column("round, seeds")
-    for i, r in enumerate(res.rows, 1):
-        p = "—" if r["vs_first"] is None else f"{r['vs_first']['p_beats']:.2f}"
-        gain = _num(r["vs_scratch"]) + (" neg." if r["negative_transfer"] else "")
-        t.add_row(str(i), r["candidate"], f"{r['auc']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]", p, gain, _round_text(r))
-    out.print(t)
-    _footer(res)
-
-
-def _footer(res) -> None:  # noqa: ANN001
-    c = res.compute
-    n_test = res.rows[0]["n_test"] if res.rows else 0
-    out.print(f"[dim]95% paired bootstrap over {n_test} test images and the seeds of each row's round "
-              "(1,000 joint resamples); P(beats #1) and vs scratch are paired within that round; "
-              "neg. = negative transfer (detectably below scratch).[/]")
-    b = c["budget"]
-    asked = f"{b['value']:.0%} of full" if b["kind"] == "fraction" else f"{b['value']:g} min"
-    out.print(f"compute: {c['cells']} fine-tunes, {c['fraction_planned']:.0%} of fine-tuning every candidate "
-              f"fully with {c['max_seeds']} seeds (budget {asked}); measured {c['fraction_measured']:.0%} of its "
-              f"images x epochs, {c['wall_s']:.0f} s of training", highlight=False)
-    out.print(f"[b]verdict:[/b] {res.verdict}")
-    for n in res.notes:
-        out.print(f"note: {n}", highlight=False)
-
-
-def render_merged(rec, res) -> None:  # noqa: ANN001 (Recommendation, VerifyResult)
-    """`recommend --verify`: one table, measured rows first, then the predicted rest."""
-    measured = {r["candidate"]: r for r in res.rows}
-    t = Table(title=f"sources for {res.target} — KB {rec.kb}: measured by verify, else predicted by {rec.method}")
-    t.add_column("#", justify="right")
-    t.add_column("source", overflow="fold")
-    t.add_column("", justify="center")
-    t.add_column("AUC [interval]")
-    t.add_column("vs scratch")
-    i = 0
-    for r in res.rows:
-        i += 1
-        t.add_row(str(i), r["candidate"], "measured", f"{r['auc']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] 95%",
-                  _num(r["vs_scratch"]) + (" neg." if r["negative_transfer"] else ""))
-    for r in rec.ranking:
-        if r["source"] in measured:
-            continue
-        i += 1
-        t.add_row(str(i), r["source"], "predicted", f"{r['predicted_auc']:.3f} [{r['lo80']:.3f}, {r['hi80']:.3f}] 80%",
-                  "—")
-    out.print(t)
-    _footer(res)
 
 
 def render_card(card: dict) -> None:
@@ -203,12 +135,15 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(None, "--threads", help="Total torch threads (default: min(2, cpus))."),
         data_dir: str = typer.Option(None, "--data-dir", help="Where <name>.npz sets live."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+        wide: bool = typer.Option(False, "--wide", "-w", help="Every column (the round, P(beats #1)), wider than 80."),
         fmt: Format = FormatOpt,
     ) -> None:
         """Fine-tune a shortlist on your labelled images (successive halving) and compare it, paired."""
+        from recommender.cli._verify_view import render_result
+
         payload, res, _ = run_verify(target, kb, split_csv(sources), top, budget, seeds, save_to_kb, store, run_root,
                                      arch, workers, threads, data_dir, quiet)
-        emit(fmt, payload, tables={"verify": result_rows(res)}, render_table=lambda: render_result(res))
+        emit(fmt, payload, tables={"verify": result_rows(res)}, render_table=lambda: render_result(res, wide))
 
 
 def run_verify(target: str, kb: str, sources: list[str] | None, top: int, budget: str | None, seeds: int | None,
@@ -235,9 +170,10 @@ def run_verify(target: str, kb: str, sources: list[str] | None, top: int, budget
 
 
 def recommend_then_verify(rec, payload: dict, budget: str | None, arch: str | None, fmt: Format,  # noqa: ANN001
-                          top: int = 4) -> None:
+                          top: int = 4, wide: bool = False) -> None:
     """`recommend --verify`: verify the top ``top`` sources of ``rec`` (plus scratch) in its KB."""
     from experiments.cells import SCRATCH
+    from recommender.cli._verify_view import render_merged
 
     shortlist = [r["source"] for r in rec.ranking if r["source"] != SCRATCH][:top]
     v_payload, res, _ = run_verify(rec.target, rec.kb, shortlist, top, budget, None, None, None, ".", arch)
@@ -247,4 +183,4 @@ def recommend_then_verify(rec, payload: dict, budget: str | None, arch: str | No
                       pd.DataFrame([{"candidate": r["source"], "auc": r["predicted_auc"], "lo": r["lo80"],
                                      "hi": r["hi80"], "status": "predicted"}
                                     for r in rec.ranking if r["source"] not in measured])], ignore_index=True)
-    emit(fmt, merged, tables={"sources": flat}, render_table=lambda: render_merged(rec, res))
+    emit(fmt, merged, tables={"sources": flat}, render_table=lambda: render_merged(rec, res, wide))
