@@ -46,6 +46,8 @@ from meta_features import (
     SIMILARITIES,
     CheckpointFeatureError,
     DatasetProfile,
+    Task2VecEmbedding,
+    Task2VecError,
     build_shipped_profiles,
     channel_policy,
     domain_distance,
@@ -56,9 +58,9 @@ from meta_features import (
     modality_code,
     pair_similarities,
     probe_digest,
+    task2vec_embedding,
 )
 from meta_features.scratch import score_random_init
-from meta_features.task2vec import Task2VecEmbedding, Task2VecError, task2vec_embedding
 from meta_features.transferability import (
     ESTIMATORS,
     KIND,
