@@ -8,7 +8,9 @@ hyper-parameters and the choice of method use the training groups only (an inner
 ships per fold, so its mean estimates the whole procedure; every candidate's own row is
 kept for reference and never picked from. Comparisons between methods are paired
 (:mod:`recommender.evaluation.paired`), intervals conformal with measured coverage
-(:mod:`recommender.evaluation.conformal`).
+(:mod:`recommender.evaluation.conformal`). Where scratch is a candidate, a ``scratch``
+baseline row ("start from scratch": scratch first, then the fold's static order) is scored
+like the others (:mod:`recommender.evaluation.scratch_sign`).
 """
 
 from __future__ import annotations
