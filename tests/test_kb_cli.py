@@ -102,4 +102,4 @@ def test_kb_attach_only_on_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     res = runner.invoke(app, ["kb", "attach", "--attach-only", "--kb", "cats-scans2021", "-f", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == [{"kb": "cats-scans2021", "n_datasets": 9, "n_with_image_features": 3,
-                                       "n_similarity_rows": 60}]
+                                       "n_similarity_rows": 78}]  # 6 profiled pairs x 13 similarities
