@@ -128,9 +128,15 @@ def correlation_table(corr: pd.DataFrame, max_meta: int = 10) -> pd.DataFrame:
     })
 
 
+SHORT_OUTCOME = {"auc": "AUC", "gain": "gain", "gain_vs_scratch": "−scratch"}
+
+
 def correlation_compact(table: pd.DataFrame) -> pd.DataFrame:
-    """The 80-column correlation table: feature, n pairs, Pearson r [95% CI], p."""
-    return table[["feature", "n pairs", "Pearson r [95% CI]", "p"]]
+    """The 80-column correlation table: feature, outcome ("−scratch" = AUC gain over scratch on the
+    same target), n pairs, Pearson r [95% CI], p."""
+    t = table[["feature", "vs", "n pairs", "Pearson r [95% CI]", "p"]].copy()
+    t["vs"] = t["vs"].map(lambda v: SHORT_OUTCOME.get(str(v), str(v)))
+    return t
 
 
 def register(app: typer.Typer) -> None:
@@ -157,6 +163,7 @@ def register(app: typer.Typer) -> None:
             verdict,
         )
         from recommender.evaluation.ceiling import noise_ceiling
+        from recommender.evaluation.correlation import task2vec_sentences
         from recommender.evaluation.ranking_metrics import comparability_notes, n_used
         from recommender.evaluation.reference import agreement_sentences, study_agreement
         from recommender.model import build_meta_dataset, models_dir
@@ -215,13 +222,14 @@ def register(app: typer.Typer) -> None:
                              extra={"noise_ceiling": ceiling, "study_agreement": agreement})
         shipped_now = _shipped_methods(model_dir)
         corr = correlation_report(kbase, md)
+        t2v = task2vec_sentences(corr)  # the seed study's similarity, computed here, vs its r −0.11
         n = int(per_target["target"].nunique())
         shipped_row = summary[summary["method"] == "shipped"]
         sentences = [*verdict.verdict_sentences(result, kbase.has_checkpoints, shipped_now),
                      *(verdict.coverage_sentence(result, scen) for scen in result.scenarios),
                      verdict.ceiling_sentence(ceiling, float(shipped_row["tau_w"].iloc[0])
                                               if len(shipped_row) else None),
-                     *agreement_sentences(agreement),
+                     *agreement_sentences(agreement), *t2v,
                      "Random = expected value of a uniformly random ranking (exact except τw: "
                      "mean of 2,000 seeded permutations).", *result.notes,
                      *comparability_notes(summary, per_target)]
@@ -241,6 +249,7 @@ def register(app: typer.Typer) -> None:
             "n_targets": n, "summary": _records(summary), "per_target": _records(per_target),
             "correlation": _records(corr), "noise_ceiling": ceiling, "study_agreement": agreement,
             "shipped_now": shipped_now, "validated": loto.validated_summary(result), "notes": sentences,
+            "task2vec": t2v,
             "scratch": scr.to_dict() if scr is not None else {"note": scr_note},
             "verify_replay": ver.to_dict() if isinstance(ver, verify_eval.VerifyEval) else {"note": ver}})
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
