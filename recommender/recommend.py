@@ -4,8 +4,11 @@ Reads the target once with ``imagesets``, describes it with the same meta-featur
 the KB's datasets have, measures its similarity to every source that has a shipped
 profile, adds transferability estimates when the KB ships source checkpoints and
 the target is labelled, and runs the KB's trained meta-model (or the validated
-fallback the training recorded). Everything the table shows is in the returned
-:class:`Recommendation`, so JSON and table output cannot disagree.
+fallback the training recorded). Every row carries the predicted gain over training
+from scratch (:mod:`recommender.gain`, with its checked interval where the model has one)
+and the source's similarities to the folder; the result says whether any source is expected
+to beat scratch, and what the order rests on (:mod:`recommender.grounds`). Everything the
+table shows is in the returned :class:`Recommendation`, so JSON and table output cannot disagree.
 """
 
 from __future__ import annotations

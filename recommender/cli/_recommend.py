@@ -77,12 +77,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _flat(ranking: list[dict]) -> pd.DataFrame:
-    """One CSV row per source; transferability estimates become tx_<name> columns, the weights
-    card card_<field> columns (its snippet lines joined by ' ; ')."""
+    """One CSV row per source; transferability estimates become tx_<name> columns, similarities
+    their own sim_*/dist_* columns, the weights card card_<field> columns (its snippet lines
+    joined by ' ; ')."""
     rows = []
     for r in ranking:
         row = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
         row |= {f"tx_{k}": v for k, v in (r.get("transferability") or {}).items()}
+        row |= dict(r.get("similarities") or {})  # sim_* / dist_* by their registry names
         card = r.get("weights_card") or {}
         row |= {f"card_{k}": (" ; ".join(v) if k == "snippet" else v) for k, v in card.items()
                 if k in ("kind", "weights", "arch", "input_size", "in_chans", "snippet")}
