@@ -81,6 +81,9 @@ _EXACT: dict[str, str] = {
     "knn_acc": "k-NN accuracy on source features", "knn_accuracy": "k-NN accuracy on source features",
     "fu": "feature-reuse score (study)", "lp": "linear-probe accuracy (study)",
     "parc": "PARC transferability", "ncti": "NCTI transferability", "sfda": "SFDA transferability",
+    "dist_task2vec_cos": "Task2Vec distance (plain cosine, the seed study's)",
+    "dist_task2vec_ncos": "Task2Vec distance (normalised cosine)",
+    "dist_task2vec_asym": "Task2Vec source→target distance (asymmetric)",
 }
 
 

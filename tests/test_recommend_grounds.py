@@ -179,3 +179,11 @@ def test_real_unlabelled_folder_says_the_order_rests_on_the_prior_and_names_near
     if g["target_blind"]:
         assert g["text"].startswith("this order is the same for any folder")
         assert "same for any folder" in rec["verdict"]
+
+
+def test_each_task2vec_distance_has_its_own_phrase():
+    from recommender.explain import describe_feature
+
+    names = ("dist_task2vec_cos", "dist_task2vec_ncos", "dist_task2vec_asym")
+    phrases = {describe_feature(f"pair_{n}_tz") for n in names}
+    assert len(phrases) == 3 and all(p.startswith("Task2Vec") for p in phrases)

@@ -52,8 +52,8 @@ class Shipped:
     validated: dict = field(default_factory=dict)  # outer nested-LOGO figures of this procedure
 
     def rank(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """DataFrame[source, predicted_auc, lo80, hi80, predicted_gain, gain_lo, gain_hi, method,
-        score], best first.
+        """DataFrame[source, predicted_auc, lo80, hi80, method, score, predicted_gain, gain_lo,
+        gain_hi], best first.
 
         The predicted AUC is monotone in the score (within-target normal score times the
         calibrated slope), so the order, the predicted column and the interval agree. The
@@ -66,9 +66,8 @@ class Shipped:
         gain = gain_interval(iv["predicted_auc"].to_numpy(), rows["source"].to_numpy(),
                              rows["target"].to_numpy(), self.calibration)
         out = pd.DataFrame({"source": rows["source"].to_numpy(), "predicted_auc": iv["predicted_auc"],
-                            "lo80": iv["lo"], "hi80": iv["hi"],
-                            **{c: gain[c].to_numpy() for c in gain.columns},
-                            "method": self.method, "score": nan_safe(score)})
+                            "lo80": iv["lo"], "hi80": iv["hi"], "method": self.method,
+                            "score": nan_safe(score), **{c: gain[c].to_numpy() for c in gain.columns}})
         return out.sort_values(["score", "source"], ascending=[False, True],
                                kind="stable").reset_index(drop=True)
 
