@@ -187,6 +187,8 @@ def test_cli_reports_sign_scratch_baseline_and_verify(scratch_run) -> None:
     assert "Verify (replayed" in html and "Is transfer worth it?" in html
     assert tbl.exit_code == 0, tbl.output
     assert "Is transfer worth it?" in tbl.stdout and "Verify (replayed from per-seed records)" in tbl.stdout
+    sign_part = tbl.stdout.split("Is transfer worth it?", 1)[1].split("Verify (replayed", 1)[0]
+    assert "sign right" in sign_part and "2/6 [" in sign_part  # the table itself, not only its title
     wide = [ln for ln in tbl.stdout.splitlines() if len(ln) > 80]
     assert not wide, wide
     assert csv.exit_code == 0, csv.output

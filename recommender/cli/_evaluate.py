@@ -128,15 +128,27 @@ def correlation_table(corr: pd.DataFrame, max_meta: int = 10) -> pd.DataFrame:
     })
 
 
-SHORT_OUTCOME = {"auc": "AUC", "gain": "gain", "gain_vs_scratch": "−scratch"}
+SHORT_OUTCOME = {"auc": "AUC", "gain": "gain", "gain_vs_scratch": "gain"}  # a KB has one kind of gain
 
 
-def correlation_compact(table: pd.DataFrame) -> pd.DataFrame:
-    """The 80-column correlation table: feature, outcome ("−scratch" = AUC gain over scratch on the
-    same target), n pairs, Pearson r [95% CI], p."""
-    t = table[["feature", "vs", "n pairs", "Pearson r [95% CI]", "p"]].copy()
-    t["vs"] = t["vs"].map(lambda v: SHORT_OUTCOME.get(str(v), str(v)))
-    return t
+def correlation_compact(table: pd.DataFrame, corr: pd.DataFrame) -> pd.DataFrame:
+    """The 80-column correlation view: one row per feature (the rows of ``table``), n pairs, and per
+    outcome Pearson r with its p (gain: the study's transfer score, or AUC minus scratch's AUC on the
+    same target where the KB has scratch and no transfer score);
+    the CIs, Spearman and Kendall are in --wide / --format json."""
+    keep = list(dict.fromkeys(table["feature"]))
+    c = corr[corr["feature"].isin(keep)]
+    outcomes = list(dict.fromkeys(c["outcome"]))
+    rows = []
+    for f in keep:
+        g = c[c["feature"] == f].set_index("outcome")
+        row: dict[str, str] = {"feature": f, "n": "/".join(dict.fromkeys(str(int(v)) for v in g["n"]))}
+        for o in outcomes:
+            row[f"r vs {SHORT_OUTCOME.get(o, o)} (p)"] = (
+                f"{g.loc[o, 'pearson_r']:+.3f} ({fmt_p(g.loc[o, 'pearson_p'])})"
+                if o in g.index and math.isfinite(g.loc[o, "pearson_r"]) else "—")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def register(app: typer.Typer) -> None:
@@ -312,7 +324,12 @@ def register(app: typer.Typer) -> None:
             n_meta = int((corr["kind"] == "meta-feature difference").sum())
             prose(f"Correlation with transfer over pooled (source, target) pairs of {md.kb_name}",
                   style="bold", highlight=False)
-            show(df_table(corr_tbl if wide else correlation_compact(corr_tbl), floatfmt="{:.3f}"))
+            show(df_table(corr_tbl if wide else correlation_compact(corr_tbl, corr), floatfmt="{:.3f}"))
+            if not wide:
+                gain = ("AUC minus scratch's AUC on the same target" if (corr["outcome"] == "gain_vs_scratch").any()
+                        else "the study's transfer score (AUC gain)")
+                prose(f"Pearson r (p) over pooled pairs; n = pairs per outcome; gain = {gain}; 95% CIs, "
+                      "Spearman and Kendall in --wide / --format json", style="dim", highlight=False)
             if n_meta:
                 prose(f"meta-feature differences: {min(n_meta, 10)} of {n_meta} rows shown (smallest "
                       "Pearson p; uncorrected for multiple tests); all rows in --format json/--out",

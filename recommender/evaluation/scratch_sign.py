@@ -24,6 +24,7 @@ Only the held-out predictions and the KB's records are read: nothing here ranks 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,7 +218,7 @@ def with_sign(summary: pd.DataFrame, ev: ScratchEval | None) -> pd.DataFrame:
 def format_sign(row: dict | pd.Series, ci: bool = True) -> str:
     """'11/16 [0.45, 0.86]', 'exp. 0.86' for random, '—' without a call."""
     n = row.get("sign_n")
-    if n is None or not isinstance(n, (int, float)) or not math.isfinite(float(n)) or int(n) == 0:
+    if n is None or not isinstance(n, numbers.Real) or not math.isfinite(float(n)) or int(n) == 0:
         return "—"
     if row.get("method") == "random" or pd.isna(row.get("sign_k")):
         return f"exp. {float(row['sign']):.2f}"
