@@ -9,6 +9,9 @@ Run by hand: ``.venv/bin/python benchmarks/example_folders.py [--out /tmp/catsca
   on), 64 px RGB. They are also test images of KB ``local``'s ``derm_melanoma_nevus`` target, so
   the folder is not independent of the KB's *records*: it shows the output, not a held-out score.
 
+- ``derm148-unlabelled``: the same derm148 images in one flat folder (no class folders), to
+  show what ``recommend`` says when its order cannot use the folder.
+
 Seeded (default_rng(0)); the same command writes the same files.
 """
 
@@ -73,6 +76,13 @@ def main() -> None:
         sys.exit(f"error: {a.shared} not found (the shared data sets are needed)")
     for name in FOLDERS:
         print(write_folder(name, a.out, a.shared))
+    flat = a.out / "derm148-unlabelled"
+    flat.mkdir(parents=True, exist_ok=True)
+    for f in sorted((a.out / "derm148").glob("*/*.png")):
+        dest = flat / f.name
+        if not dest.exists():
+            dest.write_bytes(f.read_bytes())
+    print(flat)
 
 
 if __name__ == "__main__":
