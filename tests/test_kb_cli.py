@@ -103,3 +103,14 @@ def test_kb_attach_only_on_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == [{"kb": "cats-scans2021", "n_datasets": 9, "n_with_image_features": 3,
                                        "n_similarity_rows": 78}]  # 6 profiled pairs x 13 similarities
+
+
+def test_measured_kb_names_its_protocol_and_commit() -> None:
+    """A KB measured here by build-matrix says so in `kb list` (not a blank provenance)."""
+    from experiments.knowledge_base import load_kb
+    from recommender.kb.summary import kb_summary
+
+    kb = load_kb("local")
+    commit = kb.manifest["provenance"]["commit"][:7]
+    assert kb_summary(kb)["provenance"] == f"build-matrix --protocol cpu-kb, catscans@{commit}"
+    assert kb_summary(load_kb("juodelyte2024"))["provenance"].startswith("arXiv:2412.20172")

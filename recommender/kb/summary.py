@@ -17,7 +17,11 @@ def kb_summary(kb: KnowledgeBase) -> dict:
     """One row of ``kb list``: sizes, metric, architecture and where the numbers come from."""
     m = kb.matrix()
     prov = kb.manifest.get("provenance", "")
-    if isinstance(prov, dict):
+    if isinstance(prov, dict) and not (prov.get("study") or prov.get("repository")) and prov.get("commit"):
+        proto = kb.manifest.get("protocol")  # measured by build-matrix here: protocol and code commit
+        name = proto.get("name", "?") if isinstance(proto, dict) else str(proto or "?")
+        prov = f"build-matrix --protocol {name}, catscans@{str(prov['commit'])[:7]}"
+    elif isinstance(prov, dict):
         repo = f" {prov['repository']}@{str(prov.get('commit', ''))[:7]}" if prov.get("repository") else ""
         prov = f"{prov.get('study', '')}{repo}".strip()
     return {
