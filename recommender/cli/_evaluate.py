@@ -326,9 +326,10 @@ def register(app: typer.Typer) -> None:
                   style="bold", highlight=False)
             show(df_table(corr_tbl if wide else correlation_compact(corr_tbl, corr), floatfmt="{:.3f}"))
             if not wide:
-                gain = ("AUC minus scratch's AUC on the same target" if (corr["outcome"] == "gain_vs_scratch").any()
-                        else "the study's transfer score (AUC gain)")
-                prose(f"Pearson r (p) over pooled pairs; n = pairs per outcome; gain = {gain}; 95% CIs, "
+                gain = ("; gain = AUC minus scratch's AUC on the same target"
+                        if (corr["outcome"] == "gain_vs_scratch").any() else
+                        "; gain = the study's transfer score (AUC gain)" if (corr["outcome"] == "gain").any() else "")
+                prose(f"Pearson r (p) over pooled pairs; n = pairs per outcome{gain}; 95% CIs, "
                       "Spearman and Kendall in --wide / --format json", style="dim", highlight=False)
             if n_meta:
                 prose(f"meta-feature differences: {min(n_meta, 10)} of {n_meta} rows shown (smallest "
