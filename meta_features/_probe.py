@@ -1,10 +1,11 @@
 """The probe network whose embeddings feed the deep/label meta-features and the distances.
 
-Why a project-trained probe: the default must work offline and see medical *and* natural
-images at 28 px, which ImageNet weights never did. It is a small CNN trained (seeded) as a
-classifier over the union of the classes of the real image sets in ../shared/data (train
-splits only) and shipped as ``artifacts/probe/probe.safetensors`` + ``probe.json``. Loading
-needs neither ../shared nor the network. ``probe="torchvision-resnet18"`` swaps in ImageNet
+Why a project-trained probe: the default must work offline at 28 px grey, and it must never
+have seen a dataset a KB evaluates on. It is a small CNN trained (seeded) as a classifier over
+the 50 classes of five procedural reference sets (``meta_features._synthetic``: gratings,
+shapes, textures, blob counts, scan-like scenes) and shipped as
+``artifacts/probe/probe.safetensors`` + ``probe.json``. Training and loading need neither
+../shared nor the network. ``probe="torchvision-resnet18"`` swaps in ImageNet
 weights (downloaded lazily; a clear error when offline and not cached).
 """
 

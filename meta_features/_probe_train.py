@@ -1,11 +1,12 @@
 """Train and ship the default probe: ``python -m meta_features._probe_train``.
 
-A classifier over the union of the classes of the reference ../shared/data sets (train rows only,
-grey at PROFILE_SIDE px), so its 64-d embedding separates medical and natural image kinds
-the KBs talk about. Test accuracy (official test splits, or a seeded 20 % holdout where a set
-has none) goes into probe.json so a reader can judge the probe. Seeded; CPU, <= 2 threads.
+A classifier over the union of the classes of the procedural reference sets
+(``meta_features._synthetic``: gratings, shapes, textures, blob counts, scan-like scenes; grey at
+PROFILE_SIDE px, a seeded 80/20 split), so its 64-d embedding responds to orientation, frequency,
+shape, texture scale, counts and radial structure. Test accuracy on the held-out 20 % goes into
+probe.json so a reader can judge the probe. Seeded; CPU, <= 2 threads; needs no ../shared.
 
-It trains only on ``REFERENCE_STEMS`` (natural sets that are never a KB target), so no
+It trains only on ``REFERENCE_STEMS`` (procedural sets that no KB evaluates on), so no
 target's images or labels shape the embedding that describes it.
 """
 
@@ -23,7 +24,8 @@ from torch import nn
 from imagesets import atomic_path, atomic_write_text
 from meta_features._common import PROFILE_SIDE, REFERENCE_STEMS, grey_of
 from meta_features._probe import EMBED_DIM, ProbeNet, probe_dir, to_tensor
-from meta_features._shared_data import read_shared, train_test_index
+from meta_features._shared_data import train_test_index
+from meta_features._synthetic import synthetic_imageset
 
 
 def _collect(cap: int, seed: int) -> tuple[dict, list[str]]:
@@ -32,7 +34,7 @@ def _collect(cap: int, seed: int) -> tuple[dict, list[str]]:
     parts: dict[str, list] = {"xtr": [], "ytr": [], "xte": [], "yte": [], "dte": []}
     classes: list[str] = []
     for k, stem in enumerate(REFERENCE_STEMS):
-        s, _ = read_shared(stem, PROFILE_SIDE)
+        s = synthetic_imageset(stem, PROFILE_SIDE)
         tr, te = train_test_index(s, seed=seed)
         if len(tr) > cap:
             tr = np.sort(rng.choice(tr, size=cap, replace=False))
@@ -91,12 +93,12 @@ def train_probe(epochs: int = 6, cap: int = 3000, seed: int = 0, batch: int = 25
         "arch": "ProbeNet: 3x(conv3x3-BN-ReLU) 16/32/64, maxpool x2, global avg pool, linear 64->64",
         "embed_dim": EMBED_DIM, "input": f"grey {PROFILE_SIDE}x{PROFILE_SIDE}, x/255 then (x-0.45)/0.25",
         "training_data": {"sets": stems, "n_classes": len(classes), "n_train": int(len(ytr)),
-                          "cap_per_set": cap, "rows": "train split only; seeded 80/20 split where a set has no train+test"},
+                          "cap_per_set": cap, "rows": "procedural sets (meta_features._synthetic), seeded 80/20 split; train rows only"},
         "epochs": epochs, "batch": batch, "optimizer": "AdamW lr 5e-3 one-cycle, wd 1e-4, no augmentation", "seed": seed,
         "test_accuracy": {"overall": round(float(ok.mean()), 4), "n_test": int(len(ok)),
                           "mean_over_sets": round(float(np.mean(list(per_set.values()))), 4), "per_set": per_set},
         "classes": classes,
-        "leakage_guard": "trained on REFERENCE_STEMS only: natural sets that are never a target in any shipped KB",
+        "leakage_guard": "trained on REFERENCE_STEMS only: procedural sets that no KB evaluates on",
         "train_seconds": round(time.time() - t0, 1),
     }
     out = probe_dir()

@@ -2,8 +2,8 @@
 
 Reads every ../shared/data/*.npz at PROFILE_SIDE px (64 px sets resized to 28 like MedMNIST)
 and writes ``artifacts/profiles/<stem>.npz/.json`` (with each labelled set's Task2Vec embedding
-and its t0) plus ``scaler.json`` (fit on
-``REFERENCE_STEMS`` only). Attaching profiles to knowledge bases lives in
+and its t0) plus ``scaler.json`` (fit on the meta-features of the procedural
+``REFERENCE_STEMS`` only, computed here and not shipped as profiles). Attaching profiles to knowledge bases lives in
 ``recommender.kb.attach`` (``catscans kb attach`` runs both).
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from meta_features._common import PROFILE_SIDE, REFERENCE_STEMS
 from meta_features._shared_data import read_shared, shared_stems
+from meta_features._synthetic import synthetic_imageset
 from meta_features.profiles import (
     DatasetProfile,
     fit_scaler,
@@ -45,7 +46,9 @@ def build_shipped_profiles(stems: list[str] | None = None, out: Path | None = No
             f"Task2Vec {p.task2vec.n_images} images {p.task2vec.cost_s:.1f} s"
             + (f" + t0 {p.task2vec_trivial.cost_s:.1f} s" if p.task2vec_trivial is not None else ""))
         print(f"{stem}: {len(s)} images, {p.embeddings.shape[0]} embedded, {t2v}, {time.time() - t0:.1f} s")
-    # the scaler sees the reference (never-target) sets only: see REFERENCE_STEMS
-    scaler = fit_scaler([profiles[s] for s in REFERENCE_STEMS if s in profiles])
+    # the scaler sees the procedural reference sets only (never a KB target): see REFERENCE_STEMS
+    refs = [profile_dataset(synthetic_imageset(s, PROFILE_SIDE), task2vec=False) for s in REFERENCE_STEMS]
+    scaler = fit_scaler(refs)
+    scaler["note"] = "fit on the procedural reference sets only (meta_features._synthetic), never a KB target"
     save_scaler(scaler, out / "scaler.json")
     return profiles

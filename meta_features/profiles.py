@@ -222,7 +222,7 @@ def fit_scaler(profiles: list[DatasetProfile], min_values: int = 3) -> dict:
         v = v[np.isfinite(v)]
         if len(v) >= min_values and v.std() > 1e-12:
             stats[col] = [float(v.mean()), float(v.std())]
-    return {"fit_on": sorted(df.index), "note": "fit on the reference sets only (natural, never a KB target)",
+    return {"fit_on": sorted(df.index), "note": "fit on the reference sets only (never a KB target)",
             "features": stats}
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from experiments import artifacts_dir, list_kbs, load_kb
 from meta_features._common import REFERENCE_STEMS
 
@@ -25,13 +23,6 @@ def _target_image_sets() -> set[str]:
     return out
 
 
-_OPEN = pytest.mark.xfail(strict=True, reason=(
-    "KB local (cpu-kb) now has the five natural reference sets as targets (issue 12 asks for natural "
-    "targets), so the shipped probe and scaler saw 5 of its 16 targets: open leakage, see the closing "
-    "note; strict, so this fails loudly once a fix (per-fold probe/scaler, or other reference sets) lands"))
-
-
-@_OPEN
 def test_reference_sets_are_never_targets() -> None:
     assert not set(REFERENCE_STEMS) & _target_image_sets()
 
@@ -44,7 +35,31 @@ def test_shipped_probe_and_scaler_use_reference_sets_only() -> None:
     assert set(scaler["fit_on"]) <= set(REFERENCE_STEMS)
 
 
-@_OPEN
 def test_shipped_probe_never_saw_a_target() -> None:
     probe = json.loads((artifacts_dir() / "probe" / "probe.json").read_text())
     assert not set(probe["training_data"]["sets"]) & _target_image_sets()
+
+
+def test_reference_sets_are_procedural_and_need_no_shared_data(monkeypatch, tmp_path) -> None:
+    """The probe's and scaler's data come from code, not from any file a KB could also use: with
+    the shared data folder pointed at an empty directory they are generated all the same, and the
+    same seed gives the same pixels (another seed does not)."""
+    import numpy as np
+
+    from meta_features._synthetic import SYNTHETIC_SETS, synthetic_arrays
+
+    monkeypatch.setenv("CATSCANS_DATA", str(tmp_path))
+    assert set(REFERENCE_STEMS) == set(SYNTHETIC_SETS)
+    for name in REFERENCE_STEMS:
+        a, la, _ = synthetic_arrays(name, n_per_class=3, seed=0)
+        b, lb, _ = synthetic_arrays(name, n_per_class=3, seed=0)
+        c, _, _ = synthetic_arrays(name, n_per_class=3, seed=1)
+        assert a.shape == (30, 64, 64) and np.array_equal(a, b) and np.array_equal(la, lb)
+        assert not np.array_equal(a, c)
+        assert sorted(set(la.tolist())) == list(range(10))
+
+
+def test_shipped_scaler_was_fit_on_the_reference_sets() -> None:
+    """scaler.json is fit on exactly the procedural reference sets (no shared set among them)."""
+    scaler = json.loads((artifacts_dir() / "profiles" / "scaler.json").read_text())
+    assert sorted(scaler["fit_on"]) == sorted(REFERENCE_STEMS)
