@@ -63,26 +63,31 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
-from scipy.spatial import distance as _sdist
 from torch import nn
 from torch.nn import functional as F
 
 from imagesets import ImageSet
-from meta_features._common import (
-    PROFILE_SIDE,
-    MetaFeatureError,
-    grey_of,
-    image_digests,
-    resize_images,
+from meta_features._common import image_digests
+from meta_features._task2vec_distance import (
+    ASYM_ALPHA,
+    asymmetric_distance,
+    cosine_distance,
+    normalized_cosine_distance,
+)
+from meta_features._task2vec_probe import (
+    Task2VecError,
+    _inputs,
+    _layer_params,
+    _Net,
+    _resolve_probe,
 )
 
 __all__ = [
-    "MAX_PER_CLASS", "N_SAMPLES", "Task2VecEmbedding", "Task2VecError", "asymmetric_distance",
+    "ASYM_ALPHA", "MAX_PER_CLASS", "N_SAMPLES", "Task2VecEmbedding", "Task2VecError", "asymmetric_distance",
     "cosine_distance", "head_features", "normalized_cosine_distance", "task2vec_embedding",
     "trivial_embedding",
 ]
@@ -105,11 +110,6 @@ the second thread mostly spin-waits."""
 _GRAD_BUDGET = 2**24  # floats of per-sample gradients held at once (64 MB)
 _NPZ_PREFIX = "task2vec_"
 _FORCE_PATH: str | None = None  # tests only: "jac" or "pairs" (the two give the same estimate)
-ASYM_ALPHA = 0.15
-
-
-class Task2VecError(MetaFeatureError):
-    """A set or option Task2Vec cannot work with (one-line message)."""
 
 
 @dataclass
@@ -170,120 +170,6 @@ def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(type(o).__name__)
-
-
-# -- the probe and its input ---------------------------------------------------------------
-@dataclass
-class _Probe:
-    model: nn.Module
-    name: str
-    relu_features: bool  # ProbeNet applies ReLU between its embedding and its head
-    kind: str  # "probenet" | "model"
-    side: int
-    in_chans: int
-    meta: dict
-
-
-def _first_conv_in(model: nn.Module) -> int:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return int(m.in_channels)
-    return 3
-
-
-def _resolve_probe(probe, n_classes: int, seed: int, side: int | None, pretrained: bool) -> _Probe:
-    from meta_features._probe import ProbeNet, load_probe
-
-    if probe is None or (isinstance(probe, str) and probe == "default"):
-        return _Probe(load_probe("default"), "default", True, "probenet", PROFILE_SIDE, 1, {})
-    if isinstance(probe, nn.Module):
-        if isinstance(probe, ProbeNet):
-            return _Probe(probe, "ProbeNet", True, "probenet", PROFILE_SIDE, 1, {})
-        _check_surface(probe, type(probe).__name__)
-        name = str(getattr(probe, "arch", type(probe).__name__))
-        return _Probe(probe, name, False, "model", int(side or PROFILE_SIDE), _first_conv_in(probe), {})
-    if isinstance(probe, (str, Path)):
-        p = Path(probe)
-        if p.suffix in (".safetensors", ".pt", ".pth") and p.exists():
-            from meta_features._checkpoint_features import load_source
-
-            model, meta = load_source(p)
-            _check_surface(model, str(p))
-            return _Probe(model, f"{meta.get('arch', 'checkpoint')}:{p.name}", False, "model",
-                          int(side or meta.get("side") or PROFILE_SIDE),
-                          int(meta.get("in_chans", _first_conv_in(model))), meta)
-        from experiments.models import create_model, list_models
-
-        if str(probe) not in list_models():
-            raise Task2VecError(f"unknown Task2Vec probe '{probe}' (use 'default', a checkpoint path or "
-                                f"one of: {', '.join(list_models())})")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = create_model(str(probe), max(n_classes, 1), in_chans=3, pretrained=pretrained)
-        return _Probe(model, str(probe) + (":pretrained" if pretrained else f":init{seed}"), False,
-                      "model", int(side or PROFILE_SIDE), 3, {})
-    raise Task2VecError(f"probe must be None, a name, a checkpoint path or an nn.Module, got {type(probe).__name__}")
-
-
-def _check_surface(model: nn.Module, what: str) -> None:
-    if not hasattr(model, "forward_features") or not isinstance(getattr(model, "head", None), nn.Linear):
-        raise Task2VecError(f"probe {what} needs forward_features(x) and an nn.Linear head")
-
-
-def _inputs(images: np.ndarray, pr: _Probe) -> torch.Tensor:
-    """uint8 N x H x W x C -> the float NCHW tensor the probe was trained on."""
-    if pr.kind == "probenet":
-        from meta_features._probe import to_tensor
-
-        return to_tensor(grey_of(resize_images(images, PROFILE_SIDE)))
-    from meta_features._checkpoint_features import conform_images, normalise
-
-    x = conform_images(images, pr.side, pr.in_chans)
-    return normalise(torch.from_numpy(np.ascontiguousarray(x)), pr.meta).contiguous()
-
-
-class _Net(nn.Module):
-    """body.forward_features -> (ReLU) -> head; holds the probe by reference, never mutates it."""
-
-    def __init__(self, body: nn.Module, head: nn.Linear, relu: bool) -> None:
-        super().__init__()
-        self.body, self.head, self.relu = body, head, relu
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.body.forward_features(x)
-        return F.relu(z) if self.relu else z
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def _layer_params(body: nn.Module, layers: str | Sequence[str]) -> list[tuple[str, str, int]]:
-    """(module name, parameter name in _Net, n filters) for the chosen weighted layers."""
-    head = getattr(body, "head", None)
-    skip = set()
-    if isinstance(head, nn.Module):
-        skip = {id(m) for m in head.modules()}
-    found = []
-    for name, m in body.named_modules():
-        if id(m) in skip:
-            continue
-        w = getattr(m, "weight", None)
-        if isinstance(w, nn.Parameter) and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
-                                                          nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm,
-                                                          nn.LayerNorm)):
-            found.append((name, f"body.{name}.weight" if name else "body.weight", int(w.shape[0])))
-    if isinstance(layers, str):
-        if layers != "all":
-            raise Task2VecError(f"layers must be 'all' or a list of module names, got {layers!r}")
-        if not found:
-            raise Task2VecError("the probe has no weighted layer outside its head")
-        return found
-    want = list(layers)
-    known = {t[0] for t in found}
-    bad = [n for n in want if n not in known]
-    if bad or not want:
-        raise Task2VecError(f"unknown probe layer(s) {bad or want} (weighted layers: {', '.join(n for n, *_ in found)})")
-    return [t for t in found if t[0] in set(want)]
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -554,76 +440,3 @@ def trivial_embedding(imageset_or_arrays, probe=None, **kwargs) -> Task2VecEmbed
     e = task2vec_embedding((images, shuffled), probe, **kwargs)
     e.info = {**e.info, "trivial": "shuffled labels", "dataset": name}
     return e
-
-
-# -- distances ------------------------------------------------------------------------------
-def _vec(e) -> np.ndarray:
-    h = e.hessian if isinstance(e, Task2VecEmbedding) else e
-    h = np.asarray(h, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(h)):
-        raise Task2VecError("Task2Vec embedding has non-finite values")
-    return h
-
-
-def _sizes(e) -> list[int] | None:
-    return list(e.layer_sizes) if isinstance(e, Task2VecEmbedding) else None
-
-
-def _layerwise(h: np.ndarray, sizes: list[int] | None) -> np.ndarray:
-    if not sizes:
-        raise Task2VecError("layerwise=True needs Task2VecEmbedding inputs (layer sizes)")
-    out, i = [], 0
-    for k in sizes:
-        block = h[i : i + k]
-        m = block.mean()
-        out.append(block / m if m > 0 else block)
-        i += k
-    return np.concatenate(out)
-
-
-def _cos(u: np.ndarray, v: np.ndarray) -> float:
-    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
-    if nu == 0 and nv == 0:
-        return 0.0
-    if nu == 0 or nv == 0:
-        return 1.0
-    if np.array_equal(u, v):
-        return 0.0
-    return float(np.clip(_sdist.cosine(u, v), 0.0, 2.0))
-
-
-def cosine_distance(a, b, *, layerwise: bool = False) -> float:
-    """Plain cosine distance of the raw Fisher diagonals (the seed study's
-    ``scipy.spatial.distance.cosine`` on ``hessian``). ``layerwise=True`` first divides each
-    layer's block by its mean so no layer dominates by magnitude alone."""
-    ha, hb = _vec(a), _vec(b)
-    if ha.shape != hb.shape:
-        raise Task2VecError(f"Task2Vec embeddings differ in size ({ha.size} vs {hb.size}): different probes?")
-    if layerwise:
-        ha, hb = _layerwise(ha, _sizes(a)), _layerwise(hb, _sizes(b))
-    return _cos(ha, hb)
-
-
-def normalized_cosine_distance(a, b) -> float:
-    """The task2vec library's distance: cosine of h_a/(h_a+h_b) vs h_b/(h_a+h_b).
-
-    Symmetric, 0 for identical inputs and for h_b = c * h_a, in [0, 1] (both vectors are
-    non-negative). An entry where both Fishers are 0 (a dead filter) is left out, as the
-    library's ``+ 1e-8`` does, without an epsilon that would swamp small Fisher values."""
-    ha, hb = _vec(a), _vec(b)
-    if ha.shape != hb.shape:
-        raise Task2VecError(f"Task2Vec embeddings differ in size ({ha.size} vs {hb.size}): different probes?")
-    s = ha + hb
-    pos = s > 0
-    ua = np.where(pos, ha / np.where(pos, s, 1.0), 0.0)
-    ub = np.where(pos, hb / np.where(pos, s, 1.0), 0.0)
-    return _cos(ua, ub)
-
-
-def asymmetric_distance(source, target, trivial, alpha: float = ASYM_ALPHA) -> float:
-    """The paper's d_asym(source -> target) = d_sym(source, target) - alpha * d_sym(source, t0).
-
-    d_sym is :func:`normalized_cosine_distance`; ``trivial`` (t0) is the source's trivial
-    embedding (:func:`trivial_embedding`: the source images with shuffled labels). Not
-    symmetric; can be negative; lower = a better source for the target."""
-    return normalized_cosine_distance(source, target) - alpha * normalized_cosine_distance(source, trivial)
