@@ -323,7 +323,8 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     shipped = model.scenario(estimates=use_tx)
     notes: list[str] = _validation_notes(shipped)
     if not imageset.labelled:
-        notes.append("unlabelled folder: label-free meta-features only (no class separability, no transferability estimates)")
+        notes.append("unlabelled folder: label-free meta-features only (no class separability, no "
+                     "transferability estimates, no Task2Vec distances: each needs labels)")
     elif not kbase.has_checkpoints:
         notes.append(f"KB '{kb_name}' ships no source checkpoints: no transferability estimates")
     t = time.perf_counter()
