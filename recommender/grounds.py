@@ -100,3 +100,39 @@ def order_grounds(method: str, labelled: bool, has_checkpoints: bool, used_estim
     else:
         todo = "run `catscans verify` to measure"
     return out | {"text": f"{head}; {todo}"}
+
+
+def near_duplicate_sources(kb, sims: dict[str, dict[str, float]]) -> dict:  # noqa: ANN001 - KnowledgeBase
+    """Sources closer to the folder than any two independent datasets of the KB are to each other.
+
+    The floor is the smallest value of the label-free distance over the KB's pair features
+    (measured pairs of datasets in different groups, so never a dataset against its twin or a
+    task cut from it). A source below it likely holds the same kind of images as the folder,
+    or some of the very images: a source pretrained on images the user will test on would
+    look better than it is. ``sources`` [{source, value}] nearest first; empty when none."""
+    name = _distance_name()
+    pf = kb.pair_features
+    out = {"distance": name, "floor": None, "n_pairs": 0, "sources": []}
+    if name is None or pf is None or not len(pf):
+        return out
+    vals = pd.to_numeric(pf.loc[pf["feature"] == name, "value"], errors="coerce").dropna()
+    if vals.empty:
+        return out
+    floor = float(vals.min())
+    near = sorted(((s, d[name]) for s, d in sims.items() if name in d and math.isfinite(d[name])
+                   and d[name] < floor), key=lambda x: x[1])
+    out.update(floor=floor, n_pairs=int(len(vals)),
+               sources=[{"source": s, "value": float(v)} for s, v in near])
+    return out
+
+
+def near_duplicate_note(near: dict, kb_name: str) -> str | None:
+    """One sentence for :func:`near_duplicate_sources`' result, or None when nothing is that close."""
+    if not near.get("sources"):
+        return None
+    listed = ", ".join(f"{r['source']} ({r['value']:.3g})" for r in near["sources"])
+    return (f"your folder is closer to {listed} by {near['distance']} than any two independent "
+            f"datasets of KB {kb_name} are to each other (smallest {near['floor']:.3g} over "
+            f"{near['n_pairs']} pairs): it may hold the same kind of images, or some of the very "
+            "images, that source was pretrained on; if your test images were in its pretraining, "
+            "its AUC on them will look better than it is")

@@ -29,7 +29,13 @@ from recommender.explain import (
     weights_location,
 )
 from recommender.gain import gain_fields, gain_info, predicted_verdict
-from recommender.grounds import nearest_targets, order_grounds, similarities_by_source
+from recommender.grounds import (
+    near_duplicate_note,
+    near_duplicate_sources,
+    nearest_targets,
+    order_grounds,
+    similarities_by_source,
+)
 
 MIN_IMAGES = 10
 
@@ -386,6 +392,10 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
                             nearest_targets(kbase, profile) if blind else {})
     if grounds["text"]:
         notes.insert(0, grounds["text"])
+    grounds["near_sources"] = near_duplicate_sources(kbase, sims)
+    dup = near_duplicate_note(grounds["near_sources"], kb_name)
+    if dup:
+        notes.insert(0, dup)
     if top:
         out = out[:top]
     timings["total"] = time.perf_counter() - t0

@@ -187,3 +187,41 @@ def test_each_task2vec_distance_has_its_own_phrase():
     names = ("dist_task2vec_cos", "dist_task2vec_ncos", "dist_task2vec_asym")
     phrases = {describe_feature(f"pair_{n}_tz") for n in names}
     assert len(phrases) == 3 and all(p.startswith("Task2Vec") for p in phrases)
+
+
+def test_a_source_closer_than_any_two_kb_datasets_is_flagged() -> None:
+    """The floor is the KB's smallest between-dataset distance; only a source below it is named."""
+    from types import SimpleNamespace
+
+    from recommender.grounds import near_duplicate_note, near_duplicate_sources
+
+    pf = pd.DataFrame({"source": ["a", "b", "a"], "target": ["x", "x", "y"], "feature": "dist_frechet",
+                       "value": [80.0, 120.0, 95.0], "kind": "similarity", "provenance": "test"})
+    kb = SimpleNamespace(pair_features=pf)
+    sims = {"a": {"dist_frechet": 6.5}, "b": {"dist_frechet": 80.0}, "c": {"dist_frechet": float("nan")}}
+    near = near_duplicate_sources(kb, sims)
+    assert near["floor"] == 80.0 and near["n_pairs"] == 3
+    assert near["sources"] == [{"source": "a", "value": 6.5}]  # b sits at the floor, not below it
+    assert "closer to a (6.5) by dist_frechet" in near_duplicate_note(near, "toy")
+    far = near_duplicate_sources(kb, {"a": {"dist_frechet": 81.0}})
+    assert far["sources"] == [] and near_duplicate_note(far, "toy") is None
+    empty = near_duplicate_sources(SimpleNamespace(pair_features=pf.iloc[:0]), sims)
+    assert empty["sources"] == [] and empty["floor"] is None
+
+
+@needs_local
+def test_real_folder_of_a_sources_kind_of_images_is_flagged(tmp_path: Path) -> None:
+    """Chest X-rays from kermany_cxr's test split: nearer to the kermany_cxr source than any two
+    independent KB datasets, so the output warns."""
+    from imagesets import default_data_dir
+
+    src = default_data_dir() / "kermany_cxr.npz"
+    if not src.exists():
+        pytest.skip("needs ../shared/data/kermany_cxr.npz")
+    with np.load(src, allow_pickle=False) as z:
+        test = np.flatnonzero(z["split"] == "test")[::6]
+        np.savez(tmp_path / "cxr.npz", images=z["images"][test], labels=z["labels"][test])
+    rec = _json(tmp_path / "cxr.npz")
+    names = [d["source"] for d in rec["grounds"]["near_sources"]["sources"]]
+    assert names and names[0] == "kermany_cxr", rec["grounds"]["near_sources"]
+    assert any(n.startswith("your folder is closer to kermany_cxr") for n in rec["notes"])
