@@ -335,18 +335,13 @@ def register(app: typer.Typer) -> None:
                 prose(f"meta-feature differences: {min(n_meta, 10)} of {n_meta} rows shown (smallest "
                       "Pearson p; uncorrected for multiple tests); all rows in --format json/--out",
                       style="dim", highlight=False)
-            if sign_tbl is not None:
-                prose("Is transfer worth it? (held-out targets)", style="bold", highlight=False)
-                show(df_table(sign_tbl))
-                prose(scr_cap, style="dim", highlight=False)
-            else:
-                prose(scr_note, style="dim", highlight=False)
-            if ver_tbl is not None:
-                prose("Verify (replayed from per-seed records)", style="bold", highlight=False)
-                show(df_table(ver_tbl))
-                prose(ver_cap, style="dim", highlight=False)
-            else:
-                prose(ver, style="dim", highlight=False)
+            for head, tbl, caption, instead in (
+                    ("Is transfer worth it? (held-out targets)", sign_tbl, scr_cap, scr_note),
+                    ("Verify (replayed from per-seed records)", ver_tbl, ver_cap, ver)):
+                if tbl is not None:  # a titled table and its caption, or one line saying why not
+                    prose(head, style="bold", highlight=False)
+                    show(df_table(tbl))
+                prose(caption if tbl is not None else instead, style="dim", highlight=False)
             for s in sentences:
                 if not any(s in c for c in captions):  # printed under its table already
                     prose(s, highlight=False)
