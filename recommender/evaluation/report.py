@@ -129,6 +129,11 @@ def tau_bars(per_target: pd.DataFrame, path: Path, extra: tuple[str, ...] = (),
     ax.set_ylabel("τw on the held-out target")
     ax.set_xlabel("held-out target")
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    """Lay out, write (110 dpi) and close a figure; the path it was written to."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -162,10 +167,7 @@ def budget_figure(verify: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("compute (fraction of fine-tuning the whole shortlist on every verify seed)")
     ax.set_ylabel("mean regret (AUC) against truth seeds")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_outputs(out: Path, kb: KnowledgeBase, md: MetaDataset, payload: dict,
