@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import binomtest
 
 from experiments.knowledge_base import SCRATCH, KnowledgeBase
 from recommender.evaluation.paired import paired_comparison
@@ -61,15 +61,11 @@ def scratch_baseline_rows(predictions: pd.DataFrame, order_by: str = "static") -
 
 
 def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (NaN, NaN when n = 0)."""
+    """Wilson score interval of a proportion k/n (scipy's; NaN, NaN when n = 0)."""
     if n <= 0:
         return math.nan, math.nan
-    z = float(norm.ppf(0.5 + level / 2))
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def _per_seed(kb: KnowledgeBase, target: str) -> pd.DataFrame:
