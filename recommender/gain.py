@@ -14,6 +14,7 @@ import math
 
 import pandas as pd
 
+from recommender.evaluation.paired import signed
 from recommender.model.scoring import REFERENCE
 
 
@@ -23,11 +24,6 @@ def _num(v: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def signed(v: float, digits: int = 3) -> str:
-    """'+0.012' / '−0.034' (a real minus sign, as the verify verdict prints)."""
-    return f"{v:+.{digits}f}".replace("-", "−")
 
 
 def gain_info(shipped, sources: list[str]) -> dict | None:  # noqa: ANN001 - model.shipped.Shipped

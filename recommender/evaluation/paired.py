@@ -101,6 +101,11 @@ def paired_comparison(a: pd.Series, b: pd.Series, groups: dict[str, str] | None 
                   "words": words(lo, hi, p, n, higher_is_better)}
 
 
+def signed(v: float, digits: int = 3) -> str:
+    """'+0.012' / '−0.034': a sign always, and a real minus sign (the verdicts' number format)."""
+    return f"{v:+.{digits}f}".replace("-", "−")
+
+
 def format_p(p: float) -> str:
     """'p < 0.001' below 0.001, else 'p = 0.123'."""
     if p is None or not math.isfinite(p):

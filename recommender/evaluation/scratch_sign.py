@@ -143,6 +143,11 @@ def random_sign(truth: pd.DataFrame, n_sources: dict[str, int]) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
+def breakdown(truth: pd.DataFrame) -> dict[str, int]:
+    """Targets per truth call: helps / no detectable difference / hurts."""
+    return {c: int((truth["truth"] == c).sum()) for c in CALLS}
+
+
 @dataclass
 class ScratchEval:
     """The truth per target, each method's calls and sign accuracy, and the words."""
@@ -159,7 +164,7 @@ class ScratchEval:
                 f"the truth per target is in --format json/csv (scratch_truth).")
 
     def breakdown(self) -> dict[str, int]:
-        return {c: int((self.truth["truth"] == c).sum()) for c in CALLS}
+        return breakdown(self.truth)
 
     def to_dict(self) -> dict:
         return {"truth": self.truth.astype(object).where(self.truth.notna(), None).to_dict("records"),
@@ -185,7 +190,7 @@ def evaluate(kb: KnowledgeBase, predictions: pd.DataFrame, seed: int = 0) -> Scr
     sign = pd.concat([sign, pd.DataFrame([{"method": "random", "sign": rnd,
                                            "sign_n": int(len(truth))}])], ignore_index=True)
     sign = sign.astype({c: "Int64" for c in ("sign_k", "sign_n", "sign_det_k", "sign_det_n")})
-    b = {c: int((truth["truth"] == c).sum()) for c in CALLS}
+    b = breakdown(truth)
     n = len(truth)
     notes = [f"Is transfer worth it? On {n} held-out targets the best source beats scratch by its mean "
              f"AUC on {int(truth['helps'].sum())}; paired over seeds (95% bootstrap CI and Wilcoxon "

@@ -10,15 +10,14 @@ worth it here?" (issue 16).
 from __future__ import annotations
 
 from experiments.cells import SCRATCH
+from recommender.evaluation.paired import signed
 
 __all__ = ["verdict", "fmt_diff"]
 
 
 def fmt_diff(d: dict, digits: int = 3) -> str:
     """'+0.003 [−0.002, +0.008]' from {'diff', 'lo', 'hi'}."""
-    def s(v: float) -> str:
-        return f"{v:+.{digits}f}".replace("-", "−")
-    return f"{s(d['diff'])} [{s(d['lo'])}, {s(d['hi'])}]"
+    return f"{signed(d['diff'], digits)} [{signed(d['lo'], digits)}, {signed(d['hi'], digits)}]"
 
 
 def _abs(d: dict, digits: int = 3) -> str:
