@@ -86,11 +86,21 @@ def calibrate(cal: pd.DataFrame, nominal: float = NOMINAL, correction: float = C
                           "slope": slope})
     resid = np.abs(cal["auc"].to_numpy(dtype=float) - pred)
     out["slope"] = slope
-    level = nominal * (1.0 + correction / k)
-    out["level"] = level
-    if k >= min_targets(nominal) and level <= 1.0:
-        out["q"] = weighted_quantile(resid, cal["target"].to_numpy(), level)
+    out["level"], out["q"] = _conformal_q(resid, cal["target"].to_numpy(), nominal, correction)
     return _with_gain(out, cal, nominal, correction)
+
+
+def _conformal_q(resid: np.ndarray, targets: np.ndarray, nominal: float,
+                 correction: float) -> tuple[float, float | None]:
+    """(level, half-width) from |residuals| of K held-out targets: the target-weighted quantile at
+    ``nominal · (1 + correction / K)``; half-width None when K is too small for a finite one."""
+    k = int(pd.Series(targets).nunique())
+    if k == 0:
+        return math.nan, None
+    level = nominal * (1.0 + correction / k)
+    if k < min_targets(nominal) or level > 1.0:
+        return level, None
+    return level, weighted_quantile(resid, targets, level)
 
 
 def _with_gain(out: dict, cal: pd.DataFrame, nominal: float, correction: float) -> dict:
@@ -117,13 +127,9 @@ def calibrate_gain(cal: pd.DataFrame, slope: float, nominal: float = NOMINAL,
     resid = np.abs(gain_over_reference(cal["auc"].to_numpy(dtype=float), src, tgt, reference)
                    - gain_over_reference(pred, src, tgt, reference))
     ok = np.isfinite(resid) & (pd.Series(src).astype(str) != reference).to_numpy()
-    k = int(pd.Series(tgt[ok]).nunique())
-    level = nominal * (1.0 + correction / k) if k else math.nan
-    out = {"reference": reference, "nominal": nominal, "n_targets": k, "n_cells": int(ok.sum()),
-           "level": level, "q": None}
-    if k and k >= min_targets(nominal) and level <= 1.0:
-        out["q"] = weighted_quantile(resid[ok], tgt[ok], level)
-    return out
+    level, q = _conformal_q(resid[ok], tgt[ok], nominal, correction)
+    return {"reference": reference, "nominal": nominal, "n_targets": int(pd.Series(tgt[ok]).nunique()),
+            "n_cells": int(ok.sum()), "level": level, "q": q}
 
 
 def interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
@@ -155,13 +161,18 @@ def gain_coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
     out = {"nominal": nominal, "n_cells": n, "n_targets": int(ok["target"].nunique()) if n else 0}
     if n == 0:
         return out | {"coverage": math.nan}
-    inside = (ok["gain"] >= ok["gain_lo"]) & (ok["gain"] <= ok["gain_hi"])
     flagged = ok["gain_hi"] < 0
-    return out | {"coverage": float(inside.mean()),
-                  "per_target_mean": float(inside.groupby(ok["target"]).mean().mean()),
-                  "median_half_width": float(((ok["gain_hi"] - ok["gain_lo"]) / 2).median()),
-                  "n_flagged_negative": int(flagged.sum()),
-                  "flagged_negative_measured_below": int((flagged & (ok["gain"] < 0)).sum())}
+    return out | _inside(ok, "gain", "gain_lo", "gain_hi") | {
+        "n_flagged_negative": int(flagged.sum()),
+        "flagged_negative_measured_below": int((flagged & (ok["gain"] < 0)).sum())}
+
+
+def _inside(ok: pd.DataFrame, value: str, lo: str, hi: str) -> dict:
+    """Coverage of ``value`` by [lo, hi] over cells, its mean per target, the median half-width."""
+    inside = (ok[value] >= ok[lo]) & (ok[value] <= ok[hi])
+    return {"coverage": float(inside.mean()),
+            "per_target_mean": float(inside.groupby(ok["target"]).mean().mean()),
+            "median_half_width": float(((ok[hi] - ok[lo]) / 2).median())}
 
 
 def coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
@@ -174,7 +185,4 @@ def coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
     gain = {"gain": gain_coverage(cells, nominal)} if "gain_lo" in cells else {}
     if n == 0:
         return out | {"coverage": math.nan, "per_target_mean": math.nan, "median_half_width": math.nan} | gain
-    inside = (ok["auc"] >= ok["lo"]) & (ok["auc"] <= ok["hi"])
-    return out | {"coverage": float(inside.mean()),
-                  "per_target_mean": float(inside.groupby(ok["target"]).mean().mean()),
-                  "median_half_width": float(((ok["hi"] - ok["lo"]) / 2).median())} | gain
+    return out | _inside(ok, "auc", "lo", "hi") | gain
