@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
                     "so only the correlation report is shown")
             err.print(note)
             emit(fmt, {"kb": md.kb_name, "n_targets": len(md.targets), "notes": [note],
-                       "correlation": corr.astype(object).where(corr.notna(), None).to_dict("records")},
+                       "correlation": _records(corr)},
                  {"correlation": corr},
                  lambda: out.print(df_table(correlation_table(corr), title="Correlation with transfer",
                                             floatfmt="{:.3f}")))
@@ -350,7 +350,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
-    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
+    from recommender.evaluation.records import json_records
+
+    return json_records(df)
 
 
 def _current_model(model_dir: Path) -> bool:

@@ -228,7 +228,9 @@ def _records(kb, metric: str) -> list[dict]:  # noqa: ANN001
     """The records behind the cells (source, target, fold, seed, value) for --format json."""
     cols = [c for c in ("source", "target", "fold", "seed", "value") if c in kb.records]
     r = kb.records.loc[kb.records["metric"] == metric, cols]
-    return r.astype(object).where(r.notna(), None).to_dict(orient="records")
+    from recommender.evaluation.records import json_records
+
+    return json_records(r)
 
 
 def _caption(kb, cells: pd.DataFrame, over: str = "records", n: int | None = None) -> str:  # noqa: ANN001

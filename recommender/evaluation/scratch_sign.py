@@ -33,6 +33,7 @@ from scipy.stats import binomtest
 
 from experiments.knowledge_base import SCRATCH, KnowledgeBase
 from recommender.evaluation.paired import paired_comparison
+from recommender.evaluation.records import json_records
 
 BASELINE = "scratch"
 CALLS = ("helps", "no detectable difference", "hurts")
@@ -167,10 +168,10 @@ class ScratchEval:
         return breakdown(self.truth)
 
     def to_dict(self) -> dict:
-        return {"truth": self.truth.astype(object).where(self.truth.notna(), None).to_dict("records"),
+        return {"truth": json_records(self.truth),
                 "breakdown": self.breakdown(), "n_targets": int(len(self.truth)),
                 "n_helps_by_mean": int(self.truth["helps"].sum()),
-                "sign": self.sign.astype(object).where(self.sign.notna(), None).to_dict("records"),
+                "sign": json_records(self.sign),
                 "notes": self.notes}
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from recommender.evaluation.loto import LotoResult, shipped_summary
 from recommender.evaluation.paired import MIN_N, sentence
 from recommender.evaluation.ranking_metrics import format_ci
+from recommender.evaluation.records import json_records as rec
 from recommender.evaluation.selection import ROW_NAME
 
 SCENARIO_WORDS = {
@@ -117,9 +118,6 @@ def json_safe(obj: object) -> object:
 
 def payload(result: LotoResult, extra: dict) -> dict:
     """The JSON of evaluate-meta (strict JSON: None for NaN)."""
-    def rec(df: pd.DataFrame) -> list[dict]:
-        return df.astype(object).where(df.notna(), None).to_dict(orient="records")
-
     out = {
         "kb": result.kb_name, "n_targets": int(result.per_target["target"].nunique()),
         "n_groups": result.n_groups, "groups": result.groups,

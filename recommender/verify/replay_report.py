@@ -24,6 +24,7 @@ import pandas as pd
 
 from experiments.knowledge_base import KnowledgeBase
 from recommender.evaluation.paired import paired_comparison, sentence
+from recommender.evaluation.records import json_records as rec
 from recommender.verify.replay import replay_kb
 
 BUDGETS = (0.25, 0.5, 1.0)
@@ -48,9 +49,6 @@ class VerifyEval:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        def rec(df: pd.DataFrame) -> list[dict]:
-            return df.astype(object).where(df.notna(), None).to_dict("records")
-
         return {"summary": rec(self.summary), "per_target": rec(self.per_target),
                 "comparison": self.comparison, "goal": self.goal, "verify_seeds": self.verify_seeds,
                 "truth_seeds": self.truth_seeds, "shortlist": self.shortlist, "notes": self.notes}
