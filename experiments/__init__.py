@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from experiments.knowledge_base import (
+from experiments.arithmetic import pin_cpu_kernels
+
+pin_cpu_kernels()  # before anything imports torch: a cell's kernels never depend on the CPU model
+
+from experiments.knowledge_base import (  # noqa: E402
     KnowledgeBase,
     KnowledgeBaseError,
     artifacts_dir,

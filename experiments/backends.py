@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
 
+from experiments.arithmetic import CELL_THREADS
 from experiments.cells import Cell, RunContext, run_cell
 from imagesets import UserError
 
@@ -75,14 +76,16 @@ def _failure(cell: Cell, exc: BaseException) -> dict:
 class LocalBackend(Backend):
     """Sequential in this process (workers=1) or a spawn ``ProcessPoolExecutor``.
 
-    Torch threads are split so workers x threads <= the CPU budget (``threads`` total).
+    Every cell runs on :data:`experiments.arithmetic.CELL_THREADS` torch threads whatever the
+    schedule (its result must not depend on it); ``threads`` is the CPU budget, so at most
+    ``threads // CELL_THREADS`` workers run at once.
     """
 
     def __init__(self, workers: int = 1, threads: int | None = None) -> None:
         if workers < 1:
             raise BackendError("--workers must be >= 1")
         self.workers = workers
-        self.threads = threads or min(2, os.cpu_count() or 1)
+        self.threads = threads or (os.cpu_count() or 1)
 
     @classmethod
     def from_options(cls, workers: int = 1, address: str | None = None,
@@ -91,10 +94,14 @@ class LocalBackend(Backend):
             raise BackendError("--address is for --backend ray")
         return cls(workers=workers, threads=threads)
 
+    @property
+    def processes(self) -> int:
+        """Cells running at once: ``workers``, capped by the thread budget."""
+        return max(1, min(self.workers, self.threads // CELL_THREADS))
+
     def run(self, cells: Sequence[Cell], ctx: RunContext, on_event: Event) -> list[dict]:
-        per_worker = max(1, self.threads // self.workers)
-        ctx = replace(ctx, threads=per_worker)
-        if self.workers == 1 or len(cells) <= 1:
+        ctx = replace(ctx, threads=CELL_THREADS)
+        if self.processes == 1 or len(cells) <= 1:
             return self._sequential(cells, ctx, on_event)
         return self._pool(cells, ctx, on_event)
 
@@ -117,7 +124,7 @@ class LocalBackend(Backend):
         out: list[dict] = []
         with mpctx.Manager() as manager:
             events = manager.Queue()
-            with ProcessPoolExecutor(max_workers=self.workers, mp_context=mpctx) as pool:
+            with ProcessPoolExecutor(max_workers=self.processes, mp_context=mpctx) as pool:
                 futs = {pool.submit(_pool_job, c, ctx, events): c for c in cells}
                 pending = set(futs)
                 while pending:
@@ -194,7 +201,7 @@ class RayBackend(Backend):
         import torch
 
         self._init()
-        ctx = replace(ctx, threads=max(1, int(self.num_cpus)))
+        ctx = replace(ctx, threads=CELL_THREADS)
         task = ray.remote(_ray_job).options(
             num_cpus=self.num_cpus, num_gpus=1 if torch.cuda.is_available() else 0,
             max_retries=self.max_retries, retry_exceptions=False,

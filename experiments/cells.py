@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.arithmetic import CELL_THREADS, arithmetic_card
 from experiments.data import load_dataset, portable_path, source_split, stable_seed, target_split
 from experiments.models import create_model, load_checkpoint, replace_head, save_checkpoint
 from experiments.protocol import Protocol
@@ -79,7 +80,7 @@ class RunContext:
     data_dir: str
     run_dir: str
     store_url: str | None
-    threads: int = 0  # torch intra-op threads in this worker; 0 = leave as is
+    threads: int = 0  # informative only: a cell always runs with arithmetic.CELL_THREADS threads
     checkpoint_dir: str = ""  # where source checkpoints live; "" = <run_dir>/checkpoints
     predictions: bool = False  # also store per-image test predictions (verify's paired bootstrap)
 
@@ -259,8 +260,15 @@ def run_cell(cell: Cell, ctx: RunContext, emit: Event | None = None) -> dict:
 
 
 def _run_claimed(cell: Cell, ctx: RunContext, store, emit: Event | None) -> dict:  # noqa: ANN001
-    if ctx.threads > 0:
-        torch.set_num_threads(ctx.threads)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(CELL_THREADS)  # never ctx.threads: the result must not follow the schedule
+    try:
+        return _compute(cell, ctx, store, emit)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _compute(cell: Cell, ctx: RunContext, store, emit: Event | None) -> dict:  # noqa: ANN001
     sink = emit or (lambda _e: None)
 
     def emit(e: dict) -> None:
@@ -272,6 +280,7 @@ def _run_claimed(cell: Cell, ctx: RunContext, store, emit: Event | None) -> dict
     emit({"event": "start"})
     body = _pretrain(cell, ctx, emit) if cell.kind == "pretrain" else _finetune(cell, ctx, emit)
     rec.update(body)
+    rec["arithmetic"] = arithmetic_card()
     rec.update({"wall_s": round(time.perf_counter() - t0, 3), "finished_at": _now(), "status": "ok",
                 "pid": os.getpid(), "worker": worker_id(), "value": float(np.round(body["value"], 6))})
     if cell.kind == "pretrain":

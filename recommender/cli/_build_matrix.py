@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("local", "--backend", help="local or ray."),
         address: str = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT."),
         workers: int = typer.Option(1, "--workers", help="Local worker processes."),
-        threads: int = typer.Option(None, "--threads", help="Total torch threads, split over workers (default: min(2, cpus))."),
+        threads: int = typer.Option(None, "--threads", help="CPU budget: at most this many cells at once (each cell runs on one torch thread, so results never depend on it; default: the CPU count)."),
         export_kb: str = typer.Option(None, "--export-kb", help="Write the result as KB NAME under artifacts/kb."),
         kb_out: Path = typer.Option(None, "--kb-out", help="Folder for --export-kb instead of artifacts/kb/NAME."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the grid, with cells already stored / pending per kind; run nothing."),

@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         run_root: str = typer.Option(".", "--run-root", help="Runs go under <run-root>/runs/verify/, one folder <fingerprint>-<hash> per run."),
         arch: str = typer.Option(None, "--arch", help="Architecture of weight files without a JSON sidecar."),
         workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes."),
-        threads: int = typer.Option(None, "--threads", help="Total torch threads (default: min(2, cpus))."),
+        threads: int = typer.Option(None, "--threads", help="CPU budget: at most this many fine-tunes at once (each runs on one torch thread; default: the CPU count)."),
         data_dir: str = typer.Option(None, "--data-dir", help="Where <name>.npz sets live."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
         wide: bool = typer.Option(False, "--wide", "-w", help="Every column (the round, P(beats #1)), wider than 80."),
