@@ -20,20 +20,56 @@ from imagesets import ImageSet, ImageSetError, default_data_dir, read_imageset
 __all__ = ["default_data_dir", "load_dataset", "portable_path", "resolve_dataset", "stable_seed", "stratified_take", "fixed_split",
            "SourceSplit", "TargetSplit", "native_card", "source_split", "target_split", "KNOWN_SETS"]
 
-# Facts about the 12 shared sets (SOURCES.md) that an ImageSet card cannot know.
+# Facts about the shared sets (SOURCES.md) that an ImageSet card cannot know: domain, modality,
+# organ, the size of the images the set was made from (its files are 28-64 px), licence as
+# stated (not checked) and the caveats SOURCES.md gives (shared series, acquisition shortcuts).
+def _set(domain: str, modality: str, organ: str, native: str, licence: str, caveats: str = "") -> dict[str, str]:
+    return {"domain": domain, "modality": modality, "organ": organ, "native_size": native,
+            "licence": licence, "caveats": caveats}
+
+
 KNOWN_SETS: dict[str, dict[str, str]] = {
-    "pneumoniamnist": {"domain": "medical", "modality": "xray", "licence": "CC BY 4.0"},
-    "breastmnist": {"domain": "medical", "modality": "ultrasound", "licence": "CC BY 4.0"},
-    "retinamnist": {"domain": "medical", "modality": "fundus", "licence": "CC BY 4.0"},
-    "brain_tumor_mri": {"domain": "medical", "modality": "mri", "licence": "CC0-1.0 (unverified)"},
-    "ham10000_derm": {"domain": "medical", "modality": "dermoscopy", "licence": "CC BY-NC 4.0 (unverified)"},
-    "pbc_blood": {"domain": "medical", "modality": "microscopy", "licence": "CC BY 4.0 (unverified)"},
-    "kermany_cxr": {"domain": "medical", "modality": "xray", "licence": "CC BY 4.0 (unverified)"},
-    "cifar10_subset": {"domain": "natural", "modality": "photo", "licence": "unstated"},
-    "dtd_10class": {"domain": "natural", "modality": "texture", "licence": "research use"},
-    "fashion_mnist_subset": {"domain": "natural", "modality": "photo", "licence": "MIT"},
-    "mnist_test10k": {"domain": "natural", "modality": "digits", "licence": "CC BY-SA 3.0 (commonly cited)"},
-    "kmnist_test10k": {"domain": "natural", "modality": "characters", "licence": "CC BY-SA 4.0"},
+    "pneumoniamnist": _set("medical", "xray", "chest", "28x28 (MedMNIST)", "CC BY 4.0",
+                           "same images as kermany_cxr (one group)"),
+    "breastmnist": _set("medical", "ultrasound", "breast", "28x28 (MedMNIST)", "CC BY 4.0"),
+    "retinamnist": _set("medical", "fundus", "eye", "28x28 (MedMNIST)", "CC BY 4.0", "ordinal DR grades"),
+    "brain_tumor_mri": _set("medical", "mri", "brain", "224x224", "CC0-1.0 (unverified)",
+                            "combines three public sources"),
+    "ham10000_derm": _set("medical", "dermoscopy", "skin", "200x150", "CC BY-NC 4.0 (unverified)"),
+    "pbc_blood": _set("medical", "microscopy", "blood", "360x363", "CC BY 4.0 (unverified)"),
+    "kermany_cxr": _set("medical", "xray", "chest", "224x224", "CC BY 4.0 (unverified)",
+                        "same images as pneumoniamnist (one group)"),
+    "cifar10_subset": _set("natural", "photo", "", "32x32", "unstated", "JPEG-decoded pixels"),
+    "dtd_10class": _set("natural", "texture", "", "varies", "research use",
+                        "only the first 10 DTD classes"),
+    "fashion_mnist_subset": _set("natural", "photo", "", "28x28", "MIT"),
+    "mnist_test10k": _set("natural", "digits", "", "28x28", "CC BY-SA 3.0 (commonly cited)",
+                          "official test split only"),
+    "kmnist_test10k": _set("natural", "characters", "", "28x28", "CC BY-SA 4.0", "official test split only"),
+    # added 2026-12-06 (SOURCES.md, second table); licences as stated by the origin, not checked
+    "malaria_cells": _set("medical", "microscopy", "blood", "50x50", "unverified",
+                          "<= 2 cells per case; infected cases also give uninfected cells"),
+    "herlev_pap_smear": _set("medical", "microscopy", "cervix", "40x40", "unverified",
+                             "slide IDs lost"),
+    "leukemia_all": _set("medical", "microscopy", "blood", "224x224", "unverified",
+                         "no patient IDs; classes differ in stain/illumination (colour shortcut)"),
+    "lc25000_lung_colon": _set("medical", "histopathology", "lung, colon", "224x224", "unverified",
+                               "augmented originals (one per tile group kept); lung and colon from two mirrors"),
+    "odir_fundus": _set("medical", "fundus", "eye", "224x224", "unverified",
+                        "multi-label source: other findings may co-exist"),
+    "alzheimer_mri": _set("medical", "mri", "brain", "176x208", "unverified",
+                          "~32 slices per subject; source split by slice, so subjects are shared"),
+    "ct_kidney": _set("medical", "ct", "kidney", "512x512", "unverified",
+                      "no patient IDs; few series per class"),
+    "iq_othnccd_lung_ct": _set("medical", "ct", "lung", "512x512", "unverified",
+                               "~110 patients, Benign from ~15; non-square Malignant scans (background shortcut)"),
+    "fracatlas_fracture": _set("medical", "xray", "bone", "181-2880 px", "unverified",
+                               "body region and metal hardware go with the label; fine fractures invisible at 64 px"),
+    "pocus_lung_us": _set("medical", "ultrasound", "lung", "118-1350 px", "unverified",
+                          "frames of one clip correlated; web sources differ per class (overlays, probe shapes)"),
+    "gtsrb_signs": _set("natural", "photo", "", "20-203 px", "unverified",
+                        "one frame per sign track; 7 classes are speed limits"),
+    "caltech101_subset": _set("natural", "photo", "", "~300x200", "unverified", "10 largest classes"),
 }
 
 

@@ -12,10 +12,11 @@ look the same to the meta-model:
     ``fold``/``seed`` are -1 when the value is already an aggregate.
 ``datasets.csv``
     one card per dataset: ``name, role, domain, modality, n_images, n_classes, channels,
-    resolution, task, licence, image_set, provenance`` (role: source/target/both; domain:
+    resolution, task, licence, image_set, provenance, group, organ, native_size, caveats`` (role: source/target/both; domain:
     natural/medical; image_set: the shared ``.npz`` stem it was measured on, a derived-task
     name from ``experiments.derived`` (cut from a shared set), or empty; group: its
-    independence group for leave-one-group-out).
+    independence group for leave-one-group-out; native_size: the images the set was made from;
+    caveats: what its provenance warns of, e.g. shared series or acquisition shortcuts).
 ``meta_features.csv`` (optional)
     ``dataset`` + one column per meta-feature; NaN where not computable (never invented).
 ``pair_features.csv`` (optional)
@@ -52,6 +53,7 @@ RECORD_COLUMNS = [
 DATASET_COLUMNS = [
     "name", "role", "domain", "modality", "n_images", "n_classes", "channels",
     "resolution", "task", "licence", "image_set", "provenance", "group",
+    "organ", "native_size", "caveats",
 ]
 PAIR_COLUMNS = ["source", "target", "feature", "value", "kind", "provenance"]
 

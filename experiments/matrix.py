@@ -227,14 +227,16 @@ def _dataset_rows(plan: MatrixPlan, data_dir: str) -> pd.DataFrame:
             "n_images": card.n_images, "n_classes": card.n_classes, "channels": card.channels,
             "resolution": int(max(native.get("h_median", 0), native.get("w_median", 0)) or card.side),
             "task": "binary" if card.n_classes == 2 else "multiclass", "licence": known.get("licence", ""),
+            "organ": known.get("organ", ""), "native_size": known.get("native_size", ""),
+            "caveats": known.get("caveats", ""),
             "image_set": name if npz.is_file() else "",
             "provenance": (f"derived from {DERIVED[name].parent}: {DERIVED[name].description}" if name in DERIVED
                            else f"ImageSet card of {portable_path(card.source)}"),
         })
         if name in DERIVED:
             parent_row = KNOWN_SETS.get(root_of(name), {})
-            rows[-1].update({"domain": parent_row.get("domain", ""), "modality": parent_row.get("modality", ""),
-                             "licence": parent_row.get("licence", ""), "image_set": name})
+            rows[-1].update({k: parent_row.get(k, "") for k in ("domain", "modality", "organ", "native_size",
+                                                                 "licence", "caveats")} | {"image_set": name})
         rows[-1]["group"] = groups[name]
     return pd.DataFrame(rows)
 

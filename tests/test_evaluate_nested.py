@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from experiments.knowledge_base import load_kb, save_kb
 from recommender.cli import app
 from recommender.model import load_recommender, rows_for_new_target
+from recommender.model.scoring import difficulty
 
 runner = CliRunner()
 
@@ -35,8 +36,9 @@ def test_json_has_nested_figures_comparisons_coverage_and_ceiling(evaluated):
     p = json.loads(res.stdout)
     assert p["n_targets"] == 7 and p["n_groups"] == 5  # t0/t1 derived, t2/t3 twins
     methods = {r["method"] for r in p["summary"]}
-    assert {"shipped", "shipped+est", "static", "residual", "meta", "estimate:est_good",
-            "rankavg:static+est_good", "static_readme", "random"} <= methods
+    assert {"shipped", "shipped+est", "static", "residual", "learned", "learned+est", "estimate:best",
+            "stack+est", "rankavg:static+all", "estimate:est_good", "static_readme", "random"} <= methods
+    assert p["n_candidates"] == {"any": 3, "estimates": 7}
     assert {c["scenario"] for c in p["fold_choices"]} == {"any", "estimates"}
     assert len(p["fold_choices"]) == 2 * 5
     comp = {(c["a"], c["b"], c["metric"]): c for c in p["comparisons"]}
@@ -67,11 +69,14 @@ def test_saved_model_order_predicted_auc_and_interval_agree(evaluated, monkeypat
         ranked = rec.rank(rows, estimates=est)
         assert ranked["score"].is_monotonic_decreasing
         assert ranked["predicted_auc"].is_monotonic_decreasing  # the predicted column orders like the rows
-        q = rec.scenario(est).calibration["q"]
+        cal = rec.scenario(est).calibration
+        q = cal["q"]
         if q is not None:
+            assert cal["normalised"]  # half-width = q × the folder's difficulty (1 − its level)
             half = (ranked["hi80"] - ranked["lo80"]) / 2
             inner = (ranked["hi80"] < 1) & (ranked["lo80"] > 0)
-            np.testing.assert_allclose(half[inner], q)
+            assert inner.any()
+            np.testing.assert_allclose(half[inner], q * difficulty(ranked["level"][inner].to_numpy()))
 
 
 def test_three_target_kb_prints_no_ci(tmp_path, monkeypatch):

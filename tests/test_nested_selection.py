@@ -55,7 +55,7 @@ def planted(monkeypatch):
         yield mt.stateless_method("planted", "oracle on t4 only", fn)
 
     yield
-    monkeypatch.setattr(mt, "_FAMILIES", [f for f in mt._FAMILIES if f is not _planted])
+    mt._FAMILIES.remove(_planted)  # in place: a monkeypatched copy would be undone at teardown
 
 
 def test_choice_ignores_the_outer_fold(planted):
@@ -90,7 +90,7 @@ def test_tuned_candidates_are_scored_by_trials_chosen_without_the_scored_fold():
     p = {"kind": "regressor", "features": "prior"}
     study = _Study([_Trial(0, p, {"a": 0.99, "b": 0.0, "c": 0.0}),
                     _Trial(1, p, {"a": 0.10, "b": 0.5, "c": 0.5})])
-    m = next(x for x in mt.candidates(mt.Context([], {}, {})).values() if x.name == "meta")
+    m = next(x for x in mt.registered(mt.Context([], {}, {})).values() if x.name == "meta")
     scores, chosen = tuned_inner_scores(study, m, mt.Context([], {}, {}), {"a": ["a"], "b": ["b"], "c": ["c"]})
     assert scores["a"] == pytest.approx(0.10)  # a self-selected best-of-trials would say 0.99
     # b is scored by the trial best on a and c: trial 0 (mean 0.495 against 0.30)
@@ -100,13 +100,18 @@ def test_tuned_candidates_are_scored_by_trials_chosen_without_the_scored_fold():
 def test_registry_families_and_estimate_free_scenario():
     ctx = mt.Context(["e1", "e2", "e3", "e4", "s"], {}, {f"e{i}": "transferability" for i in range(1, 5)}
                      | {"s": "similarity"})
-    full, free = mt.candidates(ctx, True), mt.candidates(ctx, False)
+    full, free = mt.registered(ctx, True), mt.registered(ctx, False)
     n_rank = sum(math.comb(4, k) for k in (1, 2, 3))
-    assert sum(n.startswith("rankavg:static+") for n in full) == n_rank
+    assert sum(n.startswith("rankavg:static+e") for n in full) == n_rank  # loadable by name
     assert {f"estimate:e{i}" for i in range(1, 5)} <= set(full)
-    assert {"static", "residual", "meta", "meta_regressor", "meta_ranker"} <= set(free)
+    assert {"static", "residual", "meta", "meta_regressor", "meta_ranker", "learned"} <= set(free)
     assert not any(m.uses_estimates for m in free.values())
-    assert {"residual+est", "meta+est"} <= set(full) - set(free)
+    assert {"residual+est", "meta+est", "learned+est"} <= set(full) - set(free)
+    # nested selection searches only the declared candidates: at most 8, in the declared order
+    cands, cands_free = mt.candidates(ctx, True), mt.candidates(ctx, False)
+    assert list(cands) == list(mt.SELECTION) and len(cands) <= 8
+    assert list(cands_free) == ["static", "residual", "learned"]
+    assert set(mt.references(ctx)) == {f"estimate:e{i}" for i in range(1, 5)}
 
 
 def test_rank_average_combines_within_target_ranks():

@@ -176,6 +176,7 @@ def register(app: typer.Typer) -> None:
         )
         from recommender.evaluation.ceiling import noise_ceiling
         from recommender.evaluation.correlation import task2vec_sentences
+        from recommender.evaluation.level_report import difficulty_table, level_sentences, level_table
         from recommender.evaluation.ranking_metrics import comparability_notes, n_used
         from recommender.evaluation.reference import agreement_sentences, study_agreement
         from recommender.model import build_meta_dataset, models_dir
@@ -218,6 +219,8 @@ def register(app: typer.Typer) -> None:
 
             result = loto.run_loto(md, retune=retune, n_trials=trials, progress=step, on_trial=on_trial)
             bar.update(task, completed=len(groups))
+        level_err = result.level_error()
+        lvl_tbl, diff_tbl = level_table(level_err), difficulty_table(level_err)
         per_target = result.per_target
         if external is not None:
             per_target = pd.concat([per_target, external], ignore_index=True)
@@ -239,6 +242,7 @@ def register(app: typer.Typer) -> None:
         shipped_row = summary[summary["method"] == "shipped"]
         sentences = [*verdict.verdict_sentences(result, kbase.has_checkpoints, shipped_now),
                      *(verdict.coverage_sentence(result, scen) for scen in result.scenarios),
+                     *level_sentences(level_err, result.n_candidates),
                      verdict.ceiling_sentence(ceiling, float(shipped_row["tau_w"].iloc[0])
                                               if len(shipped_row) else None),
                      *agreement_sentences(agreement), *t2v,
@@ -261,12 +265,12 @@ def register(app: typer.Typer) -> None:
             "n_targets": n, "summary": _records(summary), "per_target": _records(per_target),
             "correlation": _records(corr), "noise_ceiling": ceiling, "study_agreement": agreement,
             "shipped_now": shipped_now, "validated": loto.validated_summary(result), "notes": sentences,
-            "task2vec": t2v,
+            "task2vec": t2v, "level_error": level_err, "n_candidates": result.n_candidates,
             "scratch": scr.to_dict() if scr is not None else {"note": scr_note},
             "verify_replay": ver.to_dict() if isinstance(ver, verify_eval.VerifyEval) else {"note": ver}})
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
                   "fold_choices": result.choices, "comparisons": pd.DataFrame(result.comparisons),
-                  "intervals": result.intervals}
+                  "intervals": result.intervals, "level_error": lvl_tbl, "interval_by_difficulty": diff_tbl}
         if scr is not None:
             tables["scratch_truth"] = scr.truth
         sign_tbl = sign_table(summary, shown) if scr is not None else None
@@ -335,6 +339,14 @@ def register(app: typer.Typer) -> None:
                 prose(f"meta-feature differences: {min(n_meta, 10)} of {n_meta} rows shown (smallest "
                       "Pearson p; uncorrected for multiple tests); all rows in --format json/--out",
                       style="dim", highlight=False)
+            if len(lvl_tbl):
+                prose("Predicted AUC vs measured (held-out targets; MAE per target, paired over groups)",
+                      style="bold", highlight=False)
+                show(df_table(lvl_tbl))
+                if len(diff_tbl):
+                    show(df_table(diff_tbl))
+                    prose("interval normalised by the folder's difficulty (1 − predicted level): "
+                          "easier half = targets with the smaller scale", style="dim", highlight=False)
             for head, tbl, caption, instead in (
                     ("Is transfer worth it? (held-out targets)", sign_tbl, scr_cap, scr_note),
                     ("Verify (replayed from per-seed records)", ver_tbl, ver_cap, ver)):

@@ -142,6 +142,17 @@ def _groups_text(groups: dict[str, str]) -> str | None:
             f"{alone} other dataset(s) each their own group")
 
 
+def _caveats_text(kb) -> str | None:  # noqa: ANN001
+    """'caveats (from each set's provenance): a: …; b: …' for the datasets that carry one."""
+    if "caveats" not in kb.datasets:
+        return None
+    rows = kb.datasets[kb.datasets["caveats"].fillna("").astype(str).str.strip() != ""]
+    if rows.empty:
+        return None
+    items = "; ".join(f"{r['name']}: {r['caveats']}" for _, r in rows.iterrows())
+    return f"caveats (from each set's provenance, SOURCES.md): {items}"
+
+
 @kb_app.command("show")
 @handle_errors
 def kb_show(
@@ -202,8 +213,12 @@ def kb_show(
         g = _groups_text(groups)
         if g:
             prose(g, highlight=False)
+        c = _caveats_text(kb)
+        if c:
+            prose(c, highlight=False)
 
     payload = {"kb": summary, "metric": metric, "n_over": over, "groups": groups,
+               "caveats": _caveats_text(kb),
                "manifest_checks": kb.manifest.get("checks", {}),
                "cells": cells.replace({np.nan: None}).to_dict(orient="records"),
                "records": _records(kb, metric)}

@@ -15,6 +15,13 @@ of that range, so the expected coverage is near nominal rather than above it (me
 82–83%); the synthetic test checks it stays within ±5 points. With too few targets for a
 finite quantile (``K < nominal / (1 − nominal)``) no interval is given.
 
+**Normalised** (the default of ``evaluate-meta`` since the learned level): a calibration cell may
+carry its own level ``mu`` (the learned level of its target), a deviation term ``u`` in AUC
+units (the learned model's; else ``sd · z``) and a ``scale`` (:func:`~recommender.model.scoring.difficulty`
+of its level). Residuals are divided by the scale before the quantile, and the interval is
+``pred ± q · scale``: an easy folder gets a narrow interval, a hard one a wide one (Lei et al.
+2018, locally weighted split conformal). Without ``u``/``scale`` columns it is the plain form.
+
 The predicted *gain over scratch* (a source's predicted AUC minus scratch's, same target)
 gets its own interval, calibrated the same way from the same held-out cells: residuals of
 predicted vs measured gain (``auc − auc of scratch`` on that target). The target's level
@@ -32,9 +39,9 @@ import pandas as pd
 from recommender.model.scoring import (
     REFERENCE,
     auc_interval,
+    auc_interval_terms,
     gain_interval,
     gain_over_reference,
-    predicted_auc,
 )
 
 NOMINAL = 0.8
@@ -58,10 +65,27 @@ def weighted_quantile(values: np.ndarray, targets: np.ndarray, level: float) -> 
     return float(v[order][min(i, len(v) - 1)])
 
 
+def _u(cal: pd.DataFrame) -> np.ndarray:
+    """The deviation term of each cell in AUC units: ``u`` when given, else ``sd · z``."""
+    if "u" in cal:
+        return cal["u"].to_numpy(dtype=float)
+    return (cal["sd"] * cal["z"]).to_numpy(dtype=float)
+
+
+def _scale(cal: pd.DataFrame) -> np.ndarray:
+    return cal["scale"].to_numpy(dtype=float) if "scale" in cal else np.ones(len(cal))
+
+
+def _pred(cal: pd.DataFrame, slope: float) -> np.ndarray:
+    return cal["mu"].to_numpy(dtype=float) + slope * _u(cal)
+
+
 def fit_slope(cal: pd.DataFrame) -> float:
-    """Least-squares slope (through 0, ≥ 0) of the standardised AUC ``(auc − mu)/sd`` on ``z``."""
-    z = cal["z"].to_numpy(dtype=float)
-    y = ((cal["auc"] - cal["mu"]) / cal["sd"].replace(0.0, np.nan)).to_numpy(dtype=float)
+    """Least-squares slope (through 0, ≥ 0) of the standardised AUC ``(auc − mu)/sd`` on ``u/sd``
+    (= ``z`` for a rank-based method)."""
+    sd = cal["sd"].replace(0.0, np.nan).to_numpy(dtype=float)
+    z = _u(cal) / sd
+    y = ((cal["auc"] - cal["mu"]).to_numpy(dtype=float)) / sd
     ok = np.isfinite(z) & np.isfinite(y)
     den = float(z[ok] @ z[ok])
     return max(0.0, float(z[ok] @ y[ok]) / den) if den > 0 else 0.0
@@ -81,11 +105,9 @@ def calibrate(cal: pd.DataFrame, nominal: float = NOMINAL, correction: float = C
     if k == 0:
         return out
     slope = fit_slope(cal)
-    pred = predicted_auc(cal["z"].to_numpy(dtype=float),
-                         {"mu": cal["mu"].to_numpy(dtype=float), "sd": cal["sd"].to_numpy(dtype=float),
-                          "slope": slope})
-    resid = np.abs(cal["auc"].to_numpy(dtype=float) - pred)
+    resid = np.abs(cal["auc"].to_numpy(dtype=float) - _pred(cal, slope)) / _scale(cal)
     out["slope"] = slope
+    out["normalised"] = "scale" in cal
     out["level"], out["q"] = _conformal_q(resid, cal["target"].to_numpy(), nominal, correction)
     return _with_gain(out, cal, nominal, correction)
 
@@ -120,12 +142,10 @@ def calibrate_gain(cal: pd.DataFrame, slope: float, nominal: float = NOMINAL,
     reference's AUC there. Returns ``reference, q`` (None: too few targets), ``nominal, level,
     n_targets, n_cells``; the reference's own cells are not counted.
     """
-    pred = predicted_auc(cal["z"].to_numpy(dtype=float),
-                         {"mu": cal["mu"].to_numpy(dtype=float), "sd": cal["sd"].to_numpy(dtype=float),
-                          "slope": slope})
+    pred = _pred(cal, slope)
     src, tgt = cal["source"].to_numpy(), cal["target"].to_numpy()
     resid = np.abs(gain_over_reference(cal["auc"].to_numpy(dtype=float), src, tgt, reference)
-                   - gain_over_reference(pred, src, tgt, reference))
+                   - gain_over_reference(pred, src, tgt, reference)) / _scale(cal)
     ok = np.isfinite(resid) & (pd.Series(src).astype(str) != reference).to_numpy()
     level, q = _conformal_q(resid[ok], tgt[ok], nominal, correction)
     return {"reference": reference, "nominal": nominal, "n_targets": int(pd.Series(tgt[ok]).nunique()),
@@ -137,13 +157,19 @@ def interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
     return auc_interval(z, level, calibration)
 
 
+def interval_terms(mu: np.ndarray, u: np.ndarray, calibration: dict) -> pd.DataFrame:
+    """predicted_auc, lo, hi, scale from a per-row level and deviation (the same code ``recommend`` runs)."""
+    return auc_interval_terms(mu, u, calibration)
+
+
 def intervals_with_gain(iv: pd.DataFrame, sources: np.ndarray, targets: np.ndarray, auc: np.ndarray,
                         calibration: dict) -> pd.DataFrame:
     """``iv`` (predicted_auc, lo, hi) plus predicted_gain, gain_lo, gain_hi and the measured
     ``gain`` over scratch, when the calibration has a gain entry (else ``iv`` unchanged)."""
     if "gain" not in calibration:
         return iv
-    g = gain_interval(iv["predicted_auc"].to_numpy(dtype=float), sources, targets, calibration)
+    g = gain_interval(iv["predicted_auc"].to_numpy(dtype=float), sources, targets, calibration,
+                      iv["scale"].to_numpy(dtype=float) if "scale" in iv else None)
     out = pd.concat([iv.reset_index(drop=True), g], axis=1)
     out["gain"] = gain_over_reference(np.asarray(auc, dtype=float), sources, targets,
                                       calibration["gain"].get("reference", REFERENCE))
@@ -186,3 +212,21 @@ def coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
     if n == 0:
         return out | {"coverage": math.nan, "per_target_mean": math.nan, "median_half_width": math.nan} | gain
     return out | _inside(ok, "auc", "lo", "hi") | gain
+
+
+def coverage_by_scale(cells: pd.DataFrame, nominal: float = NOMINAL) -> list[dict]:
+    """Coverage and median half-width of the easier and the harder half of held-out targets (split
+    at the median interval scale): a normalised interval should be narrower on the easier half
+    and cover near nominal on both. Empty without a ``scale`` column or with < 4 targets."""
+    ok = cells[np.isfinite(cells["lo"].to_numpy(dtype=float))] if "lo" in cells else cells.iloc[:0]
+    if "scale" not in ok or ok["target"].nunique() < 4:
+        return []
+    per_t = ok.groupby("target")["scale"].mean()
+    cut = float(per_t.median())
+    out = []
+    for name, sel in (("easier", per_t[per_t <= cut].index), ("harder", per_t[per_t > cut].index)):
+        sub = ok[ok["target"].isin(sel)]
+        if len(sub):
+            out.append({"half": name, "n_targets": int(sub["target"].nunique()), "n_cells": int(len(sub)),
+                        "nominal": nominal} | _inside(sub, "auc", "lo", "hi"))
+    return out

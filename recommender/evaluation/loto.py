@@ -70,6 +70,34 @@ class LotoResult:
     notes: list[str] = field(default_factory=list)
     procedure: Procedure | None = field(default=None, repr=False)
 
+    def level_error(self, seed: int = 0) -> dict[str, dict]:
+        """Per scenario: the held-out mean absolute error of the shipped predicted AUC against the
+        KB's average level (a folder-blind prediction, from the training targets only), per target
+        then paired over groups; plus coverage and width on the easier / harder half of targets."""
+        out = {}
+        iv = self.intervals
+        if "baseline_auc" not in iv:
+            return out
+        for scen in self.scenarios:
+            c = iv[(iv["scenario"] == scen) & np.isfinite(iv["auc"].to_numpy(dtype=float))]
+            if c.empty:
+                continue
+            err = (c["predicted_auc"] - c["auc"]).abs().groupby(c["target"]).mean()
+            base = (c["baseline_auc"] - c["auc"]).abs().groupby(c["target"]).mean()
+            lvl = (c["level"] - c["auc"]).abs().groupby(c["target"]).mean() if "level" in c else None
+            comp = paired_comparison(err, base, groups=self.groups, higher_is_better=False, seed=seed)
+            out[scen] = {"row": ROW_NAME[scen], "mae": float(err.mean()), "baseline_mae": float(base.mean()),
+                         "level_mae": None if lvl is None else float(lvl.mean()),
+                         "n_targets": int(len(err)), "n_cells": int(len(c)), "vs_baseline": comp,
+                         "by_difficulty": conformal.coverage_by_scale(c, self.coverage.get(scen, {}).get(
+                             "nominal", conformal.NOMINAL))}
+        return out
+
+    @property
+    def n_candidates(self) -> dict[str, int]:
+        """How many declared candidates each scenario's nested selection searched."""
+        return {s: self.procedure.n_candidates(s) for s in self.scenarios} if self.procedure else {}
+
     @property
     def n_groups(self) -> int:
         return len(set(self.groups.values()))
@@ -136,8 +164,8 @@ def fold_predictions(md: MetaDataset, target: str, study_params: dict[str, dict]
 
 
 def _order(methods: list[str]) -> list[str]:
-    head = [*ROW_NAME.values(), "static", "residual", "residual+est", *META_METHODS,
-            *(f"{m}+est" for m in META_METHODS)]
+    head = [*ROW_NAME.values(), "static", "residual", "learned", "learned+est", "estimate:best", "stack+est",
+            "rankavg:static+all", "residual+est", *META_METHODS, *(f"{m}+est" for m in META_METHODS)]
     rank = {m: i for i, m in enumerate(head)}
 
     def key(m: str) -> tuple[int, int, str]:
@@ -168,7 +196,8 @@ def comparisons(per_target: pd.DataFrame, groups: dict[str, str], scenarios: lis
             pairs.append((ROW_NAME["estimates"], best_est, "best single estimator by its outer mean τw "
                           "(picked on the outer figures, so the comparison favours the estimator)"))
         pairs.append((ROW_NAME["estimates"], ROW_NAME["any"], ""))
-    pairs.append(("meta", "static", "the meta-model alone, not what ships"))
+    pairs.append(("learned+est", "static", "the learned model alone, not what ships"))
+    pairs.append(("learned+est", "estimate:best", "the learned model vs the inner-best single estimator"))
     out = []
     for a, b, why in pairs:
         if a not in have or b not in have:

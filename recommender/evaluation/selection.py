@@ -13,9 +13,15 @@ evaluated. For each outer held-out group g:
 3. the chosen method, fitted on the training groups, ranks g's targets — the outer
    "shipped" figure, an estimate of the whole procedure; every candidate's own outer
    row is kept for reference only;
-4. its predicted AUC gets a split-conformal interval whose residuals are the inner
-   LOGO predictions on the training groups (never g's own); so does its predicted gain over
-   scratch (predicted AUC − scratch's), from the same inner cells, when scratch is a source.
+4. its predicted AUC (the learned level of the target, :class:`~recommender.model.outcome.LevelModel`,
+   plus the method's deviation: the learned model's own in AUC units, else the KB's spread
+   times its within-target normal score) gets a split-conformal interval normalised by the
+   target's difficulty, whose residuals are the inner LOGO predictions on the training groups
+   (never g's own); so does its predicted gain over scratch (predicted AUC − scratch's), from
+   the same inner cells, when scratch is a source.
+
+The candidates are the few declared in :data:`recommender.model.methods.SELECTION`; each
+estimator alone is scored on the outer folds for reference only.
 
 The same steps on all groups choose, fit and calibrate what ``recommend`` ships.
 Two procedures run side by side: ``any`` (candidates without transferability estimates)
@@ -40,8 +46,11 @@ from recommender.model.methods import (
     auc_level,
     candidates,
     normal_scores,
+    references,
     uses_estimates_params,
 )
+from recommender.model.outcome import LevelModel
+from recommender.model.scoring import difficulty
 
 SCENARIOS = ("any", "estimates")
 ROW_NAME = {"any": "shipped", "estimates": "shipped+est"}
@@ -220,6 +229,8 @@ class Procedure:
         self.md, self.folds = md, folds or Folds(md)
         self.ctx = Context.of(md)
         self.cands = candidates(self.ctx, estimates=True)
+        self.refs = {k: v for k, v in references(self.ctx).items() if k not in self.cands}
+        self._levels: dict[tuple[int, bool], LevelModel] = {}
         self.scenarios = ["any"] + (["estimates"] if self.ctx.estimators else [])
         self.retune, self.n_trials, self.storage = retune, n_trials, storage
         self.nominal, self.on_trial = nominal, on_trial
@@ -248,12 +259,36 @@ class Procedure:
                 scores[name].append(s)
         return per, scores, tuned_params
 
-    @staticmethod
-    def _cal_rows(score: np.ndarray, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    def n_candidates(self, scenario: str) -> int:
+        """How many candidates the scenario's selection searches."""
+        return sum(1 for m in self.cands.values() if scenario == "estimates" or not m.uses_estimates)
+
+    def level_model(self, train: pd.DataFrame, scenario: str) -> LevelModel:
+        """The learned level on ``train`` for a scenario (with estimates only in ``estimates``)."""
+        key = (id(train), scenario == "estimates")
+        if key not in self._levels:
+            self._levels[key] = LevelModel.fit(train, self.ctx, use_estimates=key[1])
+        return self._levels[key]
+
+    def terms(self, m: Method, score: np.ndarray, train: pd.DataFrame, test: pd.DataFrame,
+              scenario: str) -> pd.DataFrame:
+        """Per test row: z, mu (learned level), sd (training spread), u (deviation), scale."""
         lv = auc_level(train)
+        z = normal_scores(score, test["target"].to_numpy())
+        mu = self.level_model(train, scenario).level(test)
+        u = np.nan_to_num(np.asarray(score, dtype=float)) if m.auc_units else lv["sd"] * z
         return pd.DataFrame({"target": test["target"].to_numpy(), "source": test["source"].to_numpy(),
-                             "z": normal_scores(score, test["target"].to_numpy()),
-                             "auc": test["auc"].to_numpy(dtype=float), "mu": lv["mu"], "sd": lv["sd"]})
+                             "z": z, "auc": test["auc"].to_numpy(dtype=float), "mu": mu, "sd": lv["sd"],
+                             "u": u, "scale": difficulty(mu)})
+
+    def _cal_rows(self, score: np.ndarray, train: pd.DataFrame, test: pd.DataFrame, m: Method | None = None,
+                  scenario: str = "any") -> pd.DataFrame:
+        if m is None:
+            lv = auc_level(train)
+            return pd.DataFrame({"target": test["target"].to_numpy(), "source": test["source"].to_numpy(),
+                                 "z": normal_scores(score, test["target"].to_numpy()),
+                                 "auc": test["auc"].to_numpy(dtype=float), "mu": lv["mu"], "sd": lv["sd"]})
+        return self.terms(m, score, train, test, scenario)
 
     def _tuned_cal(self, m: Method, inner, fold_params: dict[str, dict]) -> pd.DataFrame:  # noqa: ANN001
         """Inner predictions of a tuned candidate, each inner fold with the trial chosen without it."""
@@ -283,7 +318,7 @@ class Procedure:
             name = _choose(means, self.cands, scen, per)
             m = self.cands[name]
             cal_rows = (self._tuned_cal(m, inner, tuned[name]) if m.tuned else pd.concat(
-                [self._cal_rows(sc, tr, te) for sc, (_, tr, te) in zip(preds[name], inner, strict=True)],
+                [self._cal_rows(sc, tr, te, m, scen) for sc, (_, tr, te) in zip(preds[name], inner, strict=True)],
                 ignore_index=True))
             choices[scen] = Choice(scen, name, means[name], conformal.calibrate(cal_rows, self.nominal),
                                    params.get(name))
@@ -294,24 +329,26 @@ class Procedure:
         means, choices, params, _ = self.choose(g)
         train, test = self.folds.outer(g)
         rows, scores = [], {}
-        for name, m in self.cands.items():
+        for name, m in (self.cands | self.refs).items():
             if m.tuned and name not in params:
                 continue
             s = _fit_score(m, self.ctx, params.get(name), train, test)
             scores[name] = s
             rows.append(_pred_rows(name, test, s))
         ivs = []
-        lv = auc_level(train)
         for scen, ch in choices.items():
             s = scores[ch.method]
             rows.append(_pred_rows(ROW_NAME[scen], test, s))
-            iv = conformal.interval(normal_scores(s, test["target"].to_numpy()), lv, ch.calibration)
+            t = self.terms(self.cands[ch.method], s, train, test, scen)
+            iv = conformal.interval_terms(t["mu"].to_numpy(), t["u"].to_numpy(), ch.calibration)
             iv = conformal.intervals_with_gain(iv, test["source"].to_numpy(), test["target"].to_numpy(),
                                                test["auc"].to_numpy(dtype=float), ch.calibration)
             iv.insert(0, "scenario", scen)
             iv.insert(1, "target", test["target"].to_numpy())
             iv.insert(2, "source", test["source"].to_numpy())
             iv["auc"] = test["auc"].to_numpy(dtype=float)
+            iv["level"] = t["mu"].to_numpy()
+            iv["baseline_auc"] = auc_level(train)["mu"]  # the KB's average level: what a folder-blind model says
             ivs.append(iv)
         return FoldOutcome(g, list(self.folds.groups[g]), means, choices,
                            pd.concat(rows, ignore_index=True), pd.concat(ivs, ignore_index=True), params)
@@ -328,8 +365,10 @@ class Procedure:
         c = Context(self.ctx.pair_features, self.ctx.directions, self.ctx.kinds, self.ctx.groups,
                     choice.params)
         fitted = m.fit(rows, c)
+        level = self.level_model(rows, choice.scenario)
         return {"method": m.name, "words": m.words, "uses_estimates": m.uses_estimates,
-                "params": choice.params, "state": fitted.state(), "level": auc_level(rows),
+                "auc_units": m.auc_units, "params": choice.params, "state": fitted.state(),
+                "level": auc_level(rows) | {"model": level.state()},
                 "calibration": choice.calibration, "inner_tau_w": choice.inner_tau_w}
 
 

@@ -89,6 +89,7 @@ def card_features(card: dict) -> dict[str, float]:
         return v if np.isfinite(v) else math.nan
 
     n_img, n_cls = num("n_images"), num("n_classes")
+    tpc = num("train_per_class")
     domain = str(card.get("domain", "") or "").lower()
     task = str(card.get("task", "") or "").lower()
     return {
@@ -98,7 +99,36 @@ def card_features(card: dict) -> dict[str, float]:
         "resolution": num("resolution"),
         "is_medical": (1.0 if domain == "medical" else 0.0) if domain in ("medical", "natural") else math.nan,
         "multilabel": 1.0 if "multi-label" in task or "multilabel" in task else 0.0,
+        "log_train_per_class": math.log10(tpc) if tpc > 0 else math.nan,
     }
+
+
+def train_per_class(card: dict, protocol: dict | None, name: str = "") -> float:
+    """Training images per class a fine-tune of the KB's protocol sees on this dataset.
+
+    A build-matrix protocol draws ``n_train`` images (or ``n_per_class`` per class; a derived
+    low-data task its own ``n_per_class``) from the training share of the rows; without a
+    protocol, the card's images times 0.7 (a seeded 70% split). NaN when the card lacks counts.
+    """
+    from experiments.derived import DERIVED
+
+    try:
+        n_img, n_cls = float(card.get("n_images")), float(card.get("n_classes"))
+    except (TypeError, ValueError):
+        return math.nan
+    if not (np.isfinite(n_img) and np.isfinite(n_cls) and n_cls > 0):
+        return math.nan
+    task = DERIVED.get(name)
+    if task is not None and getattr(task, "n_per_class", 0):
+        return float(task.n_per_class)
+    ev = (protocol or {}).get("evaluation") or {}
+    share = float((ev.get("split") or [0.7])[0])
+    pool = n_img * share / n_cls
+    if ev.get("n_per_class"):
+        return float(min(pool, float(ev["n_per_class"])))
+    if ev.get("n_train"):
+        return float(min(pool, float(ev["n_train"]) / n_cls))
+    return float(pool)
 
 
 def native_resolution(native_size: dict | None, default: float = math.nan) -> float:
@@ -161,6 +191,7 @@ class MetaDataset:
     pair_kinds: dict[str, str] = field(default_factory=dict)
     twins: dict[str, set[str]] = field(default_factory=dict)  # group mates (see twins_map)
     groups: dict[str, str] = field(default_factory=dict)  # dataset → independence group
+    protocol: dict | None = None  # the KB's build-matrix protocol (split, n_train), when it has one
 
     @property
     def targets(self) -> list[str]:
@@ -198,7 +229,11 @@ def build_meta_dataset(kb: KnowledgeBase) -> MetaDataset:
     if matrix.empty or not np.isfinite(matrix.to_numpy(dtype=float)).any():
         raise MetaDatasetError(f"knowledge base '{kb.name}' has no measured {kb.metric} values")
     names = sorted(set(matrix.index) | set(matrix.columns))
+    proto = kb.manifest.get("protocol") if isinstance(kb.manifest.get("protocol"), dict) else None
     cards = {n: kb.card(n) for n in names}
+    for n, c in cards.items():
+        if c and "train_per_class" not in c:
+            c["train_per_class"] = train_per_class(c, proto, n)
     meta = _meta_table(kb)
     pf = kb.pair_features
     pair_names: list[str] = []
@@ -229,7 +264,7 @@ def build_meta_dataset(kb: KnowledgeBase) -> MetaDataset:
     df = pd.DataFrame(rows)
     df = df[ID_COLUMNS + [c for c in df.columns if c not in ID_COLUMNS]]
     return MetaDataset(kb.name, df.reset_index(drop=True), matrix, cards, meta, pair_names,
-                       directions, kinds, twins_map(kb), dict(kb.groups))
+                       directions, kinds, twins_map(kb), dict(kb.groups), proto)
 
 
 # -- fold-dependent features ---------------------------------------------------------
@@ -399,6 +434,8 @@ def new_target_rows(md: MetaDataset, target_card: dict, target_meta: pd.Series |
     new target); anything missing stays NaN. Fold features use every KB target as training.
     """
     tm = (target_meta if target_meta is not None else pd.Series(dtype=float)).reindex(md.meta.columns)
+    if "train_per_class" not in target_card:
+        target_card = dict(target_card) | {"train_per_class": train_per_class(target_card, md.protocol)}
     lookup: dict[str, dict[str, float]] = {}
     if pair_features is not None and len(pair_features):
         for rec in pair_features.itertuples(index=False):

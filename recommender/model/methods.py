@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recommender.model import meta_model as mm
+from recommender.model.outcome import OutcomeModel
 from recommender.model.residual import ResidualModel
 from recommender.model.scoring import (  # noqa: F401 - re-exported: the registry's vocabulary
     ESTIMATE_KIND,
@@ -42,6 +43,11 @@ from recommender.model.scoring import (  # noqa: F401 - re-exported: the registr
 
 EST = "+est"
 MAX_IN_RANK_AVERAGE = 3
+# The candidates nested selection searches, declared here (≤ 8): with 20-odd training groups an
+# inner loop cannot find the best of dozens (on KB local v2 it searched 56 and chose 9 different
+# methods in 11 folds). Every other registered method can still be loaded and scored by name.
+SELECTION = ("static", "residual", "learned", "estimate:best", "rankavg:static+all", "stack+est",
+             "learned+est")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Method:
     fit: Callable[[pd.DataFrame, Context], Fitted]
     load: Callable[[dict, Context], Fitted]
     tuned: str | None = None  # meta-model candidates: 'any' / 'regressor' / 'ranker' (Optuna trials)
+    auc_units: bool = False  # the score is a predicted AUC deviation (the learned model), not a rank
 
     @property
     def order(self) -> int:
@@ -60,8 +67,8 @@ class Method:
         n = self.name
         if n.startswith("rankavg:"):
             return 30 + n.count("+")
-        base = next((v for p, v in (("static", 0), ("residual", 10), ("estimate:", 20), ("meta", 40))
-                     if n.startswith(p)), 90)
+        base = next((v for p, v in (("static", 0), ("residual", 10), ("estimate:", 20), ("stack", 35),
+                                    ("learned", 40), ("meta", 45)) if n.startswith(p)), 90)
         return base + (1 if n.endswith(EST) else 0)
 
 
@@ -154,6 +161,99 @@ def estimator_methods(ctx: Context) -> Iterator[Method]:
                                    _rank_average(parts), uses_estimates=True)
 
 
+def _tau_on(rows: pd.DataFrame, score: np.ndarray) -> float:
+    """Mean weighted τ of ``score`` against the AUC over the targets of training rows."""
+    from scipy.stats import weightedtau
+
+    vals = []
+    y_all, s_all = rows["auc"].to_numpy(dtype=float), np.asarray(score, dtype=float)
+    for _t, idx in rows.groupby("target", sort=False).indices.items():
+        s, y = s_all[idx], y_all[idx]
+        ok = np.isfinite(s) & np.isfinite(y)
+        if ok.sum() >= 3 and np.ptp(s[ok]) > 0:
+            vals.append(float(weightedtau(s[ok], y[ok])[0]))
+    return float(np.mean(vals)) if vals else -np.inf
+
+
+class _BestEstimate(Fitted):
+    """The single estimator with the best mean τw on the training targets (chosen inside the fit)."""
+
+    def __init__(self, estimator: str | None, ctx: Context) -> None:
+        self.estimator, self.ctx = estimator, ctx
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, ctx: Context) -> _BestEstimate:
+        taus = {e: _tau_on(train, _estimate(e)(train, ctx)) for e in ctx.estimators}
+        best = max(taus, key=lambda e: (taus[e], -ctx.estimators.index(e))) if taus else None
+        return cls(best, ctx)
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        if self.estimator is None:
+            return column(rows, "fold_static_prior")
+        return _estimate(self.estimator)(rows, self.ctx)
+
+    def state(self) -> dict:
+        return {"estimator": self.estimator}
+
+
+class _Stack(Fitted):
+    """Ridge weights on the within-target z-scores of the static prior and every estimate,
+    learned on the training rows' within-target z of AUC (instead of enumerated rank averages)."""
+
+    ALPHA = 10.0
+
+    def __init__(self, cols: list[str], coef: list[float], ctx: Context) -> None:
+        self.cols, self.coef, self.ctx = cols, np.asarray(coef, dtype=float), ctx
+
+    @staticmethod
+    def columns(ctx: Context) -> list[str]:
+        return ["fold_static_prior_tz", *(f"pair_{e}_tz" for e in ctx.estimators)]
+
+    def _X(self, rows: pd.DataFrame) -> np.ndarray:
+        X = np.column_stack([column(rows, c) for c in self.cols]) if self.cols else np.zeros((len(rows), 0))
+        signs = np.array([1.0] + [float(self.ctx.directions.get(e, 1)) for e in self.ctx.estimators])
+        return np.nan_to_num(X * signs[: X.shape[1]], nan=0.0)
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, ctx: Context) -> _Stack:
+        from sklearn.linear_model import Ridge
+
+        self = cls(cls.columns(ctx), [], ctx)
+        y = train["label_z"].to_numpy(dtype=float) if "label_z" in train else np.zeros(len(train))
+        r = Ridge(alpha=cls.ALPHA, fit_intercept=False).fit(self._X(train), y)
+        self.coef = np.asarray(r.coef_, dtype=float)
+        return self
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        return self._X(rows) @ self.coef
+
+    def state(self) -> dict:
+        return {"cols": self.cols, "coef": self.coef.tolist()}
+
+
+@family
+def learned_methods(ctx: Context) -> Iterator[Method]:
+    """The learned model of a cell's outcome (:mod:`recommender.model.outcome`), the best single
+    estimator chosen on the training targets, a learned stack of estimates, one rank average."""
+    variants = [(False, "learned")] + ([(True, f"learned{EST}")] if ctx.estimators else [])
+    for w, name in variants:
+        words = ("learned model: ridge level + LightGBM deviation from the folder's card and "
+                 "meta-features" + (", every source's and scratch's estimates" if w else "")
+                 + " and the sources' records")
+        yield Method(name, words, w, lambda train, c, w=w: OutcomeModel.fit(train, c, use_estimates=w),
+                     lambda state, c: OutcomeModel.from_state(state, c), auc_units=True)
+    if not ctx.estimators:
+        return
+    yield Method("estimate:best", "the single estimate that ranks the training targets best", True,
+                 lambda train, c: _BestEstimate.fit(train, c),
+                 lambda state, c: _BestEstimate(state.get("estimator"), c))
+    yield Method(f"stack{EST}", "ridge-weighted within-target z of the static prior and every estimate",
+                 True, lambda train, c: _Stack.fit(train, c),
+                 lambda state, c: _Stack(list(state["cols"]), list(state["coef"]), c))
+    yield stateless_method("rankavg:static+all", "mean within-target rank of the static prior and every estimate",
+                           _rank_average(tuple(ctx.estimators)), uses_estimates=True)
+
+
 @family
 def residual_methods(ctx: Context) -> Iterator[Method]:
     """The static prior plus a strongly shrunk model of each source's deviation from it."""
@@ -212,9 +312,12 @@ def uses_estimates_params(params: dict, ctx: Context) -> bool:
     return bool(ctx.estimators) and params.get("features") in ("prior_pair", "all")
 
 
+_BUILTIN = len(_FAMILIES)  # families registered above; later ones are plug-ins (candidates)
+
+
 # -- the registry ---------------------------------------------------------------------------
-def candidates(ctx: Context, estimates: bool = True) -> dict[str, Method]:
-    """Every method for a KB with this context; ``estimates=False`` keeps those that use none."""
+def registered(ctx: Context, estimates: bool = True) -> dict[str, Method]:
+    """Every registered method for a KB with this context; ``estimates=False`` keeps those that use none."""
     out: dict[str, Method] = {}
     for fam in _FAMILIES:
         for m in fam(ctx):
@@ -223,8 +326,26 @@ def candidates(ctx: Context, estimates: bool = True) -> dict[str, Method]:
     return out
 
 
+def candidates(ctx: Context, estimates: bool = True) -> dict[str, Method]:
+    """The declared candidates of nested selection (:data:`SELECTION`) that exist for this KB, plus
+    every method of a family registered after the built-in ones (a plug-in is a candidate)."""
+    found = registered(ctx, estimates)
+    out = {n: found[n] for n in SELECTION if n in found}
+    for fam in _FAMILIES[_BUILTIN:]:
+        for m in fam(ctx):
+            if estimates or not m.uses_estimates:
+                out[m.name] = m
+    return out
+
+
+def references(ctx: Context) -> dict[str, Method]:
+    """Methods scored on the outer folds for reference only, never picked: each estimate alone."""
+    found = registered(ctx, True)
+    return {f"estimate:{e}": found[f"estimate:{e}"] for e in ctx.estimators if f"estimate:{e}" in found}
+
+
 def get_method(name: str, ctx: Context) -> Method:
-    found = candidates(ctx, estimates=True)
+    found = registered(ctx, estimates=True)
     if name not in found:
         raise KeyError(f"unknown method {name!r}")
     return found[name]

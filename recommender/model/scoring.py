@@ -84,19 +84,46 @@ def predicted_auc(z: np.ndarray, level: dict) -> np.ndarray:
     return level["mu"] + level["sd"] * level.get("slope", 1.0) * np.asarray(z, dtype=float)
 
 
-def auc_interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
-    """predicted_auc, lo, hi from a calibration (``slope``, conformal half-width ``q``).
+MIN_DIFFICULTY, MAX_DIFFICULTY = 0.02, 0.5
+
+
+def difficulty(level: np.ndarray) -> np.ndarray:
+    """The scale of a cell's error for normalised conformal intervals: the predicted room below
+    AUC 1 of its target (clipped to [0.02, 0.5]). An easy folder (level near 1) can be off by
+    little, a hard one by a lot; measured coverage per difficulty is in ``evaluate-meta``."""
+    return np.clip(1.0 - np.asarray(level, dtype=float), MIN_DIFFICULTY, MAX_DIFFICULTY)
+
+
+def outcome_terms(mu: np.ndarray | float, u: np.ndarray, calibration: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted AUC, interval scale): ``mu + slope · u``; the scale is ``difficulty(mu)`` when the
+    calibration is normalised, else 1 (a calibration saved before normalisation)."""
+    u = np.asarray(u, dtype=float)
+    mu = np.broadcast_to(np.asarray(mu, dtype=float), u.shape)
+    pred = mu + calibration.get("slope", 0.0) * u
+    scale = difficulty(mu) if calibration.get("normalised") else np.ones_like(pred)
+    return pred, scale
+
+
+def auc_interval_terms(mu: np.ndarray | float, u: np.ndarray, calibration: dict) -> pd.DataFrame:
+    """predicted_auc, lo, hi, scale from a level ``mu``, a deviation term ``u`` (AUC units) and a
+    calibration (``slope``, conformal half-width ``q`` of residuals divided by the scale).
 
     lo/hi are NaN when the calibration has no ``q`` (too few targets): no interval is better
     than an uncalibrated one. Clipped to [0, 1].
     """
-    pred = predicted_auc(z, level | {"slope": calibration.get("slope", 0.0)})
+    pred, scale = outcome_terms(mu, u, calibration)
     q = calibration.get("q")
     if q is None:
         lo = hi = np.full(len(pred), np.nan)
     else:
-        lo, hi = np.clip(pred - q, 0.0, 1.0), np.clip(pred + q, 0.0, 1.0)
-    return pd.DataFrame({"predicted_auc": pred, "lo": lo, "hi": hi})
+        lo, hi = np.clip(pred - q * scale, 0.0, 1.0), np.clip(pred + q * scale, 0.0, 1.0)
+    return pd.DataFrame({"predicted_auc": pred, "lo": lo, "hi": hi, "scale": scale})
+
+
+def auc_interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
+    """:func:`auc_interval_terms` for a rank-based method: ``u = sd · z`` around the KB's level."""
+    iv = auc_interval_terms(level["mu"], level["sd"] * np.asarray(z, dtype=float), calibration)
+    return iv.drop(columns="scale")
 
 
 def gain_over_reference(values: np.ndarray, sources: np.ndarray | pd.Series,
@@ -111,12 +138,13 @@ def gain_over_reference(values: np.ndarray, sources: np.ndarray | pd.Series,
 
 
 def gain_interval(pred_auc: np.ndarray, sources: np.ndarray | pd.Series, targets: np.ndarray | pd.Series,
-                  calibration: dict) -> pd.DataFrame:
+                  calibration: dict, scale: np.ndarray | None = None) -> pd.DataFrame:
     """predicted_gain, gain_lo, gain_hi: a source's predicted AUC minus the reference's (scratch) in
     the same target, ± the conformal half-width ``calibration['gain']['q']``.
 
     The level of the target cancels in the difference, so this interval is calibrated apart from
-    the AUC one (:func:`recommender.evaluation.conformal.calibrate`). No ``gain`` calibration, no
+    the AUC one (:func:`recommender.evaluation.conformal.calibrate`); a normalised calibration
+    scales it by the row's ``scale`` as the AUC one. No ``gain`` calibration, no
     ``q``, or no reference row: NaN bounds; the reference's own row: gain 0, no interval.
     """
     g = calibration.get("gain") or {}
@@ -124,10 +152,11 @@ def gain_interval(pred_auc: np.ndarray, sources: np.ndarray | pd.Series, targets
     gain = gain_over_reference(pred_auc, sources, targets, ref)
     q = g.get("q")
     is_ref = np.asarray(pd.Series(np.asarray(sources)).astype(str) == ref)
+    sc = np.ones(len(gain)) if scale is None or not calibration.get("normalised") else np.asarray(scale, float)
     if q is None:
         lo = hi = np.full(len(gain), np.nan)
     else:
-        lo, hi = np.where(is_ref, np.nan, gain - q), np.where(is_ref, np.nan, gain + q)
+        lo, hi = np.where(is_ref, np.nan, gain - q * sc), np.where(is_ref, np.nan, gain + q * sc)
     return pd.DataFrame({"predicted_gain": gain, "gain_lo": lo, "gain_hi": hi})
 
 

@@ -25,7 +25,8 @@ from experiments.knowledge_base import artifacts_dir
 from imagesets import UserError
 from recommender.model.meta_model import SEED, contributions, feature_columns, fit_model
 from recommender.model.methods import Context, MetaFitted, get_method
-from recommender.model.scoring import auc_interval, gain_interval, nan_safe, normal_scores
+from recommender.model.outcome import LevelModel
+from recommender.model.scoring import auc_interval_terms, gain_interval, nan_safe, normal_scores
 
 FORMAT = 2
 SCENARIOS = ("any", "estimates")
@@ -47,9 +48,29 @@ class Shipped:
     method: str
     words: str
     fitted: object  # methods.Fitted
-    level: dict  # mu, sd of the KB targets' AUC
+    level: dict  # mu, sd of the KB targets' AUC; ``model``: the learned level's state
     calibration: dict  # slope, q (None: no calibrated interval), nominal, n_targets
     validated: dict = field(default_factory=dict)  # outer nested-LOGO figures of this procedure
+    ctx: Context | None = None
+
+    @property
+    def level_model(self) -> LevelModel | None:
+        state = (self.level or {}).get("model")
+        if not state:
+            return None
+        if not hasattr(self, "_level_model"):
+            self._level_model = LevelModel.from_state(state, self.ctx or Context([], {}, {}))
+        return self._level_model
+
+    def terms(self, rows: pd.DataFrame, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, u) per row: the learned level of the folder (the KB's mean level for a model saved
+        before it) and the deviation (the learned model's own, else spread × normal score)."""
+        z = normal_scores(score, rows["target"].to_numpy())
+        lm = self.level_model
+        mu = lm.level(rows) if lm is not None else np.full(len(rows), float(self.level["mu"]))
+        u = (np.nan_to_num(np.asarray(score, dtype=float)) if getattr(self.fitted, "auc_units", False)
+             else float(self.level["sd"]) * z)
+        return mu, u
 
     def rank(self, rows: pd.DataFrame) -> pd.DataFrame:
         """DataFrame[source, predicted_auc, lo80, hi80, method, score, predicted_gain, gain_lo,
@@ -61,12 +82,12 @@ class Shipped:
         needs a ``gain`` calibration (a model saved before it has none: NaN bounds).
         """
         score = self.fitted.score(rows)
-        z = normal_scores(score, rows["target"].to_numpy())
-        iv = auc_interval(z, self.level, self.calibration)
+        mu, u = self.terms(rows, score)
+        iv = auc_interval_terms(mu, u, self.calibration)
         gain = gain_interval(iv["predicted_auc"].to_numpy(), rows["source"].to_numpy(),
-                             rows["target"].to_numpy(), self.calibration)
+                             rows["target"].to_numpy(), self.calibration, iv["scale"].to_numpy())
         out = pd.DataFrame({"source": rows["source"].to_numpy(), "predicted_auc": iv["predicted_auc"],
-                            "lo80": iv["lo"], "hi80": iv["hi"], "method": self.method,
+                            "lo80": iv["lo"], "hi80": iv["hi"], "level": mu, "method": self.method,
                             "score": nan_safe(score), **{c: gain[c].to_numpy() for c in gain.columns}})
         return out.sort_values(["score", "source"], ascending=[False, True],
                                kind="stable").reset_index(drop=True)
@@ -238,5 +259,5 @@ def load_recommender(kb_name: str, root: Path | None = None, md=None) -> Recomme
             raise RecommenderError(f"{d / 'manifest.json'}: unknown method {s['method']!r}; "
                                    f"rebuild it: catscans evaluate-meta --kb {kb_name} --save") from None
         shipped[scen] = Shipped(scen, s["method"], s.get("words", ""), method.load(state, ctx),
-                                s["level"], s["calibration"], s.get("validated", {}))
+                                s["level"], s["calibration"], s.get("validated", {}), ctx)
     return Recommender(kb_name, man, shipped, {"main": main_cols}, boosters)
