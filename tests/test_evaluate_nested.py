@@ -72,11 +72,12 @@ def test_saved_model_order_predicted_auc_and_interval_agree(evaluated, monkeypat
         cal = rec.scenario(est).calibration
         q = cal["q"]
         if q is not None:
-            assert cal["normalised"]  # half-width = q × the folder's difficulty (1 − its level)
+            assert cal["normalised"]  # half-width = q × the folder's difficulty (1 − its level) ** γ
             half = (ranked["hi80"] - ranked["lo80"]) / 2
             inner = (ranked["hi80"] < 1) & (ranked["lo80"] > 0)
             assert inner.any()
-            np.testing.assert_allclose(half[inner], q * difficulty(ranked["level"][inner].to_numpy()))
+            power = cal["scale_power"]  # chosen on the calibration cells, 0 (plain) to 1
+            np.testing.assert_allclose(half[inner], q * difficulty(ranked["level"][inner].to_numpy()) ** power)
 
 
 def test_three_target_kb_prints_no_ci(tmp_path, monkeypatch):

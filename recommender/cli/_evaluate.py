@@ -225,6 +225,10 @@ def register(app: typer.Typer) -> None:
         if external is not None:
             per_target = pd.concat([per_target, external], ignore_index=True)
         scr = scratch_sign.evaluate(kbase, result.predictions)
+        from recommender.evaluation import verdict_calls
+
+        vcalls = verdict_calls.evaluate(result.intervals, scr.truth if scr is not None else None)
+        vcall_tbl = verdict_calls.table(vcalls)
         summary = scratch_sign.with_sign(summarise(per_target), scr)
         ver = verify_eval.evaluate(kbase, result.predictions)
         ceiling = noise_ceiling(kbase)
@@ -266,11 +270,13 @@ def register(app: typer.Typer) -> None:
             "correlation": _records(corr), "noise_ceiling": ceiling, "study_agreement": agreement,
             "shipped_now": shipped_now, "validated": loto.validated_summary(result), "notes": sentences,
             "task2vec": t2v, "level_error": level_err, "n_candidates": result.n_candidates,
+            "verdict_calls": vcalls,
             "scratch": scr.to_dict() if scr is not None else {"note": scr_note},
             "verify_replay": ver.to_dict() if isinstance(ver, verify_eval.VerifyEval) else {"note": ver}})
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
                   "fold_choices": result.choices, "comparisons": pd.DataFrame(result.comparisons),
-                  "intervals": result.intervals, "level_error": lvl_tbl, "interval_by_difficulty": diff_tbl}
+                  "intervals": result.intervals, "level_error": lvl_tbl, "interval_by_difficulty": diff_tbl,
+                  "verdict_calls": pd.DataFrame(vcalls)}
         if scr is not None:
             tables["scratch_truth"] = scr.truth
         sign_tbl = sign_table(summary, shown) if scr is not None else None
@@ -354,6 +360,10 @@ def register(app: typer.Typer) -> None:
                     prose(head, style="bold", highlight=False)
                     show(df_table(tbl))
                 prose(caption if tbl is not None else instead, style="dim", highlight=False)
+                if tbl is sign_tbl and len(vcall_tbl):
+                    prose("The verdict's three outcomes (held-out targets)", style="bold", highlight=False)
+                    show(df_table(vcall_tbl))
+                    prose(verdict_calls.CAPTION, style="dim", highlight=False)
             for s in sentences:
                 if not any(s in c for c in captions):  # printed under its table already
                     prose(s, highlight=False)

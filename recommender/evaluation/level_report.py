@@ -58,7 +58,7 @@ def level_sentences(level_error: dict[str, dict], n_candidates: dict[str, int]) 
                    f"error per target, {e['n_targets']} targets, {e['n_cells']} cells) against "
                    f"{e['baseline_mae']:.3f} for the KB's average level; Δ {signed(c['mean_diff'])}"
                    + (f" [{signed(c['lo'])}, {signed(c['hi'])}]" if math.isfinite(c.get("lo", math.nan)) else "")
-                   + f", p {format_p(c['p'])}, n {c['n']} {c['unit']} — {c['words']}.")
+                   + f", {format_p(c['p'])}, n {c['n']} {c['unit']} — {c['words']}.")
     if n_candidates:
         parts = ", ".join(f"{k}: {v}" for k, v in n_candidates.items())
         out.append(f"Nested selection searched the candidates declared in recommender.model.methods.SELECTION "

@@ -200,7 +200,9 @@ def _choose(inner: dict[str, float], cands: dict[str, Method], scenario: str,
     within one paired standard error of the best one's (Breiman et al. 1984; simpler = static,
     then residual, estimates, rank averages, meta-models). With dozens of candidates and a dozen
     inner targets, the plain maximum mostly picks noise; this prefers the prior unless a richer
-    method is ahead by more than its own uncertainty."""
+    method is ahead by more than its own uncertainty. Within one SE a method in AUC units (the
+    learned model) is preferred to a pure ranker (added after KB local v3's first run, where the
+    rank average of static and every estimate shipped and its gain column followed rank alone)."""
     allowed = [m for m in cands.values() if scenario == "estimates" or not m.uses_estimates]
     allowed = [m for m in allowed if math.isfinite(inner.get(m.name, math.nan))]
     best = max(allowed, key=lambda m: (round(inner[m.name], 12), -m.order))
@@ -216,7 +218,11 @@ def _choose(inner: dict[str, float], cands: dict[str, Method], scenario: str,
         return float(d.mean()) <= float(d.std(ddof=1) / np.sqrt(len(d)))
 
     near = [m for m in allowed if within_one_se(m)]
-    return min(near, key=lambda m: (m.order, -round(inner[m.name], 12))).name
+    # among those, a method that predicts the AUC and the gain itself (the learned model) comes
+    # first: only it makes the order, the gain column and the verdict one model's; a ranker
+    # ships only when it is ahead by more than one paired standard error
+    learned = [m for m in near if m.auc_units]
+    return min(learned or near, key=lambda m: (m.order, -round(inner[m.name], 12))).name
 
 
 class Procedure:

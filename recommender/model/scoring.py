@@ -100,7 +100,8 @@ def outcome_terms(mu: np.ndarray | float, u: np.ndarray, calibration: dict) -> t
     u = np.asarray(u, dtype=float)
     mu = np.broadcast_to(np.asarray(mu, dtype=float), u.shape)
     pred = mu + calibration.get("slope", 0.0) * u
-    scale = difficulty(mu) if calibration.get("normalised") else np.ones_like(pred)
+    scale = (difficulty(mu) ** float(calibration.get("scale_power", 1.0)) if calibration.get("normalised")
+             else np.ones_like(pred))
     return pred, scale
 
 
