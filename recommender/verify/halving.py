@@ -89,12 +89,14 @@ def levels_for(rounds: int, seeds_only: bool = False) -> list[Level]:
 def successive_halving(sources: list[str], reference: str, max_seeds: int, budget: Budget,
                        measure: Callable[[Round], None], levels: list[Level] | None = None,
                        keep: int = 2, seeds_only: bool = False,
-                       refresh: Callable[[Budget], None] | None = None) -> list[Round]:
+                       refresh: Callable[[Budget], None] | None = None,
+                       rank: Callable[[list[Round]], list[str]] | None = None) -> list[Round]:
     """Run the rounds; ``measure(round)`` must fill ``round.values`` and add to ``budget.spent``.
 
     A budget of at least every candidate x ``max_seeds`` full runs skips halving: one full round
     with every seed. ``refresh`` may update ``budget.total`` between rounds (a minutes budget
-    turns into units once the speed of a run is known).
+    turns into units once the speed of a run is known). ``rank(rounds so far)`` orders the alive
+    sources best first (default: by the last round's mean; verify passes the posterior's order).
     """
     n_all = len(sources) + 1
     if budget.total is not None and budget.total >= n_all * max_seeds * (1 - 1e-9):
@@ -122,7 +124,11 @@ def successive_halving(sources: list[str], reference: str, max_seeds: int, budge
         measure(rnd)
         rounds.append(rnd)
         if k < k_total - 1:
-            mean = {s: sum(rnd.values[s]) / len(rnd.values[s]) for s in alive}
-            ranked = sorted(alive, key=lambda s: (-mean[s], s))
+            if rank is not None:
+                order = rank(rounds)
+                ranked = [s for s in order if s in alive] + [s for s in alive if s not in order]
+            else:
+                mean = {s: sum(rnd.values[s]) / len(rnd.values[s]) for s in alive}
+                ranked = sorted(alive, key=lambda s: (-mean[s], s))
             alive = ranked[:max(keep, math.ceil(len(alive) / 2))]
     return rounds

@@ -25,9 +25,16 @@ from experiments import KnowledgeBase
 from experiments.cells import SCRATCH
 from recommender.model import static_scores
 from recommender.verify.halving import Budget, Round, successive_halving
+from recommender.verify.posterior import (
+    DISPLACE,
+    Picker,
+    block_from_seeds,
+    prior_from_rows,
+    seed_floor,
+)
 
-__all__ = ["TargetData", "target_data", "method_scores", "replay_verify", "replay_kb", "group_bootstrap",
-           "synthetic_kb"]
+__all__ = ["TargetData", "target_data", "method_scores", "replay_verify", "replay_posterior", "replay_kb",
+           "group_bootstrap", "synthetic_kb"]
 
 
 @dataclass
@@ -94,6 +101,33 @@ def replay_verify(td: TargetData, shortlist: list[str], fraction: float) -> tupl
     return pick, bud.spent / (n * len(seeds))
 
 
+def replay_posterior(td: TargetData, shortlist: list[str], fraction: float, prior_rows: pd.DataFrame | None,
+                     leader: str | None = None, sigma2: float = float("nan"),
+                     threshold: float = DISPLACE) -> tuple[str, float, str]:
+    """Verify with the prediction as prior (:mod:`recommender.verify.posterior`): the same
+    schedule as :func:`replay_verify`, halving by posterior P(best) and picking by the
+    displacement rule; (pick, compute fraction used, predicted leader)."""
+    seeds = list(td.verify.columns)
+    srcs = [s for s in shortlist if s != SCRATCH and s in td.verify.index]
+    cands = [*srcs, SCRATCH]
+    prior = prior_from_rows(prior_rows, cands, SCRATCH)
+    lead = leader if leader in cands else prior.leader(cands)
+    n = len(cands)
+    bud = Budget(fraction * n * len(seeds))
+    have: dict[str, int] = {}
+
+    def measure(rnd: Round) -> None:
+        for s in rnd.alive:
+            bud.spent += max(0, rnd.seeds - have.get(s, 0))
+            have[s] = max(have.get(s, 0), rnd.seeds)
+        rnd.values = {s: [float(td.verify.loc[s, c]) for c in seeds[:rnd.seeds]] for s in rnd.alive}
+
+    picker = Picker(prior, lead, lambda r, names: block_from_seeds(r.values, SCRATCH, sigma2, r.index, names),
+                    threshold)
+    rounds = successive_halving(srcs, SCRATCH, len(seeds), bud, measure, seeds_only=True, rank=picker.rank)
+    return picker.pick(rounds), bud.spent / (n * len(seeds)), lead
+
+
 def group_bootstrap(values: pd.Series, groups: pd.Series, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% interval of the mean over targets, resampling whole groups (targets of one group share images)."""
     rng = np.random.default_rng(seed)
@@ -108,7 +142,9 @@ def group_bootstrap(values: pd.Series, groups: pd.Series, n_boot: int = 2000, se
 
 def replay_kb(kb: KnowledgeBase, budgets: list[float], verify_seeds: list[int], truth_seeds: list[int],
               top: int = 4, shortlists: tuple[str, ...] = ("static",), allow_overlap: bool = False,
-              extra_scores: dict[str, dict[str, pd.Series]] | None = None) -> dict:
+              extra_scores: dict[str, dict[str, pd.Series]] | None = None,
+              priors: dict[str, pd.DataFrame] | None = None, posterior: bool = False,
+              threshold: float = DISPLACE) -> dict:
     """Regret per held-out target of every non-fine-tuning method and of verify at each budget.
 
     ``shortlists``: which method's top ``top`` (plus scratch) verify measures: ``static``, an
@@ -116,7 +152,12 @@ def replay_kb(kb: KnowledgeBase, budgets: list[float], verify_seeds: list[int], 
     the lowest mean regret) or ``all`` (every source; ``top`` ignored). ``allow_overlap`` is for
     checking the replay itself (verify on the truth's own seeds at full budget must have no
     regret). ``extra_scores``: target → method → held-out scores over sources (e.g. the LOTO
-    ``shipped`` rows), judged against the same truth seeds as the rest.
+    ``shipped`` rows), judged against the same truth seeds as the rest. ``posterior``: also
+    verify with the prediction as prior (columns ``posterior[<shortlist>]@<budget>``, see
+    :func:`replay_posterior`): ``priors`` maps a target to its held-out prediction rows (source,
+    predicted_auc, lo, hi, gain columns; none: a flat prior), the predicted leader is the shortlist
+    method's first, and the measurement floor is the seed spread of the *other* groups' targets.
+    ``picks``: per target and posterior column, the leader, the pick and whether it moved.
     """
     if set(verify_seeds) & set(truth_seeds) and not allow_overlap:
         raise ValueError("verify seeds and truth seeds must be disjoint")
@@ -140,19 +181,34 @@ def replay_kb(kb: KnowledgeBase, budgets: list[float], verify_seeds: list[int], 
     df = pd.DataFrame(per)
     methods = [c for c in df.columns if c not in ("target", "group", "n_sources") and df[c].notna().all()]
     best_method = min(methods, key=lambda m: df[m].mean())
+    floors: dict[str, float] = {}
+    picks: list[dict] = []
+    recs = kb.records[kb.records["metric"] == kb.metric]
     for sl in shortlists:
         src_method = best_method if sl == "best" else sl
         for f in budgets:
-            col, used = f"verify[{sl}]@{f:g}", []
-            for i, t in enumerate(df["target"]):
-                td = data[t]
-                sc = scores[t]
-                cand = (list(td.truth.index) if sl == "all" else
-                        [s for s in _top(sc[src_method]) if s != SCRATCH][:top])
-                pick, frac = replay_verify(td, cand, f)
-                df.loc[i, col] = float(td.truth.max() - td.truth[pick])
-                used.append(frac)
-            df.attrs.setdefault("compute", {})[col] = float(np.mean(used))
+            for kind in ("verify", "posterior") if posterior else ("verify",):
+                col, used = f"{kind}[{sl}]@{f:g}", []
+                for i, t in enumerate(df["target"]):
+                    td = data[t]
+                    sc = scores[t]
+                    cand = (list(td.truth.index) if sl == "all" else
+                            [s for s in _top(sc[src_method]) if s != SCRATCH][:top])
+                    if kind == "verify":
+                        pick, frac = replay_verify(td, cand, f)
+                    else:
+                        if td.group not in floors:
+                            held = {d for d, g in kb.groups.items() if g == td.group} | {t}
+                            floors[td.group] = seed_floor(recs, SCRATCH, held, verify_seeds)
+                        lead = None if sl == "all" else _top(sc[src_method])[0]
+                        pick, frac, lead = replay_posterior(td, cand, f, (priors or {}).get(t), lead,
+                                                            floors[td.group], threshold)
+                        picks.append({"target": t, "method": col, "leader": lead, "pick": pick,
+                                      "displaced": pick != lead,
+                                      "gain_of_move": float(td.truth[pick] - td.truth[lead])})
+                    df.loc[i, col] = float(td.truth.max() - td.truth[pick])
+                    used.append(frac)
+                df.attrs.setdefault("compute", {})[col] = float(np.mean(used))
     summary = []
     for c in [c for c in df.columns if c not in ("target", "group", "n_sources")]:
         v = df[c].dropna()
@@ -160,7 +216,8 @@ def replay_kb(kb: KnowledgeBase, budgets: list[float], verify_seeds: list[int], 
         summary.append({"method": c, "n_targets": int(len(v)), "n_groups": int(df.loc[v.index, "group"].nunique()),
                         "mean_regret": float(v.mean()), "lo": lo, "hi": hi,
                         "compute": df.attrs.get("compute", {}).get(c, 0.0)})
-    return {"per_target": df, "summary": pd.DataFrame(summary), "best_non_probing": best_method}
+    return {"per_target": df, "summary": pd.DataFrame(summary), "best_non_probing": best_method,
+            "picks": pd.DataFrame(picks, columns=["target", "method", "leader", "pick", "displaced", "gain_of_move"])}
 
 
 def paired(df: pd.DataFrame, a: str, b: str) -> dict:

@@ -13,6 +13,7 @@ the ones ``--save-to-kb`` may add to a KB.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,14 @@ from experiments.store import open_store
 from imagesets import UserError
 from recommender.candidates import Candidate, materialise, resolve_candidate
 from recommender.verify.halving import FULL, Budget, Level, Round, successive_halving
+from recommender.verify.pairing import PairedCell, check_paired
+from recommender.verify.posterior import (
+    DISPLACE,
+    Picker,
+    block_from_boot,
+    prior_from_rows,
+    seed_floor,
+)
 from recommender.verify.stats import BootResult, Measurement, compare, interval, paired_bootstrap
 from recommender.verify.verdict import verdict
 
@@ -53,6 +62,7 @@ class VerifyResult:
     verdict: str
     card: dict = field(default_factory=dict)  # the target's ImageSet card, as read at the protocol's size
     notes: list[str] = field(default_factory=list)
+    posterior: dict = field(default_factory=dict)  # prediction x measurement: pick, tied set, rule (posterior.report)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -122,9 +132,10 @@ def _target_spec(target: str) -> str:
     return str(p.resolve()) if p.exists() else target
 
 
-def _shortlist(target: str, kb: KnowledgeBase, top: int) -> tuple[list[str], str]:
-    """The first ``top`` non-scratch sources of `recommend`, and the method that ordered them;
-    the KB's static ranking when it has no trained meta-model."""
+def _shortlist(target: str, kb: KnowledgeBase, top: int | None) -> tuple[list[str], str, list[dict] | None]:
+    """The first ``top`` (None: all) non-scratch sources of `recommend`, the method that ordered
+    them and recommend's ranking rows (the prior; None when it did not run); the KB's static
+    ranking when it has no trained meta-model."""
     from experiments.knowledge_base import KnowledgeBaseError, resolve_kb_path
     from recommender.model import column_z, models_dir
     from recommender.recommend import recommend
@@ -139,12 +150,14 @@ def _shortlist(target: str, kb: KnowledgeBase, top: int) -> tuple[list[str], str
     if trained:
         try:
             rec = recommend(target, kb=name)
-            return [r["source"] for r in rec.ranking if r["source"] != SCRATCH][:top], f"recommend ({rec.method})"
+            return ([r["source"] for r in rec.ranking if r["source"] != SCRATCH][:top], f"recommend ({rec.method})",
+                    rec.ranking)
         except UserError as exc:  # a stale or broken shipped model: say so, rank by the KB itself
             why = f"recommend failed: {str(exc).splitlines()[0]}"
     prior = column_z(kb.matrix()).mean(axis=1, skipna=True).dropna()
-    names = [s for s in prior.sort_values(ascending=False, kind="mergesort").index if s != SCRATCH]
-    return names[:top], f"the KB's static ranking ({why})"
+    order = list(prior.sort_values(ascending=False, kind="mergesort").index)
+    names = [s for s in order if s != SCRATCH]
+    return names[:top], f"the KB's static ranking ({why})", [{"source": s} for s in order]
 
 
 def _check(cands: list[Candidate], proto: Protocol, kb: KnowledgeBase) -> None:
@@ -173,8 +186,9 @@ class _Runner:
         self.wall = self.cost = 0.0
 
     def cells(self, rnd: Round) -> list[Cell]:
+        """The round's fine-tunes; :class:`PairedCell`: one seed per repeat for every candidate."""
         p = level_protocol(self.proto, rnd.level, self.n_full)
-        return [Cell("finetune", s, self.target, r, p.hash) for s in rnd.alive for r in range(rnd.seeds)]
+        return [PairedCell("finetune", s, self.target, r, p.hash) for s in rnd.alive for r in range(rnd.seeds)]
 
     def __call__(self, rnd: Round, budget: Budget) -> None:
         p = level_protocol(self.proto, rnd.level, self.n_full)
@@ -204,6 +218,8 @@ class _Runner:
             budget.spent += rnd.level.cost
             self.wall += float(rec.get("wall_s", 0))
             self.cost += rnd.level.cost
+        check_paired({s: {r: self.records[(s, rnd.level, r)] for r in range(rnd.seeds)} for s in rnd.alive},
+                     f"round {rnd.index + 1}")
         rnd.values = {s: [float(self.records[(s, rnd.level, r)]["value"]) for r in range(rnd.seeds)]
                       for s in rnd.alive}
 
@@ -223,8 +239,13 @@ class _Runner:
 def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4, budget: str | None = None,
            seeds: int | None = None, store_url: str | None = None, run_root: str | os.PathLike | None = None,
            arch: str | None = None, backend=None, data_dir: str | None = None,  # noqa: ANN001
-           on_event: Event | None = None, n_boot: int = 1000) -> VerifyResult:
-    """Fine-tune the shortlist under successive halving and compare it, paired, on the same test images."""
+           on_event: Event | None = None, n_boot: int = 1000, prior_rows: list[dict] | None = None,
+           use_prior: bool = True, prior_level: float = 0.8, threshold: float = DISPLACE) -> VerifyResult:
+    """Fine-tune the shortlist under successive halving and compare it, paired, on the same test images.
+
+    The prediction is the prior of the pick (:mod:`recommender.verify.posterior`): ``prior_rows``
+    (recommend's ranking rows, best first), else recommend's own run for the KB's model (also with
+    ``sources``); ``use_prior`` False: a flat prior and no predicted first."""
     from experiments.backends import LocalBackend
     from experiments.data import default_data_dir, load_dataset, target_split
 
@@ -233,10 +254,14 @@ def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4,
     kbase = load_kb(kb)
     proto = kb_protocol(kbase)
     notes: list[str] = []
+    ranking = prior_rows
     if sources:
         names = [s for s in dict.fromkeys(sources) if s != SCRATCH]
+        if ranking is None and use_prior:
+            ranking = _shortlist(target, kbase, None)[2]
     else:
-        names, method = _shortlist(target, kbase, top)
+        names, method, found = _shortlist(target, kbase, top)
+        ranking = ranking if ranking is not None else found
         notes.append(f"shortlist: the top {len(names)} by {method}, plus scratch")
     cands = [resolve_candidate(s, kbase, arch) for s in names] + [resolve_candidate(SCRATCH, kbase)]
     if len({c.name for c in cands}) < len(cands):
@@ -267,9 +292,17 @@ def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4,
             b.total = amount * 60 / (runner.wall / runner.cost)
 
     emit({"event": "plan", "units": bud.total if bud.total is not None else float("nan"), "full_units": full_units})
+    picker, boots, sigma2 = _picker(kbase, cands, ranking if use_prior else None, runner, n_boot, prior_level,
+                                    threshold)
     rounds = successive_halving([c.name for c in cands[:-1]], SCRATCH, max_seeds, bud,
-                                lambda rnd: runner(rnd, bud), refresh=refresh)
-    rows = _rows(rounds, runner, cands, n_boot)
+                                lambda rnd: runner(rnd, bud), refresh=refresh, rank=picker.rank)
+    rows = _rows(rounds, runner, cands, n_boot, boots)
+    post = picker.report(rounds) | {"seed_floor_sd": math.sqrt(sigma2) if math.isfinite(sigma2) else None}
+    for r in rows:
+        r.update(post["rows"][r["candidate"]])
+    if not math.isfinite(sigma2):
+        notes.append("the KB has no per-seed records with scratch: measurements with one or two seeds are "
+                     "not topped up to the KB's seed spread, so the posterior may trust them too much")
     compute = _compute(runner, rounds, n_cand, max_seeds, n_full, proto, kind, amount)
     last = rounds[-1]
     over = (compute["wall_s"] > amount * 60) if kind == "minutes" else (compute["fraction_planned"] > amount + 1e-9)
@@ -291,14 +324,41 @@ def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4,
                                              0).train),
                  "epochs": level_protocol(proto, r.level, n_full).finetune.epochs,
                  "protocol_hash": level_protocol(proto, r.level, n_full).hash} for r in rounds],
-        compute=compute, verdict=verdict(rows), card=ds.card.to_dict(), notes=notes)
+        compute=compute, verdict=verdict(rows), card=ds.card.to_dict(), notes=notes,
+        posterior={k: v for k, v in post.items() if k != "rows"})
 
 
-def _rows(rounds: list[Round], runner: _Runner, cands: list[Candidate], n_boot: int) -> list[dict]:
+def _picker(kb: KnowledgeBase, cands: list[Candidate], ranking: list[dict] | None, runner: _Runner, n_boot: int,
+            level: float, threshold: float) -> tuple[Picker, dict[int, BootResult], float]:
+    """The posterior's picker, the (shared) bootstrap cache per round, and the KB's per-seed
+    variance of a paired difference to scratch (the measurement floor)."""
+    names = [c.name for c in cands]
+    prior = prior_from_rows(ranking, names, SCRATCH, level)
+    order = [r["source"] for r in ranking or [] if r.get("source") in names]
+    leader = order[0] if order else None
+    recs = kb.records
+    sigma2 = seed_floor(recs[recs["metric"] == kb.metric] if recs is not None and len(recs) else None, SCRATCH)
+    boots: dict[int, BootResult] = {}
+
+    def block(rnd: Round, which: list[str]):  # noqa: ANN202 - a posterior.Block
+        return block_from_boot(_boot(boots, rnd, runner, n_boot), SCRATCH, sigma2, rnd.index, which)
+
+    return Picker(prior, leader, block, threshold), boots, sigma2
+
+
+def _boot(boots: dict[int, BootResult], rnd: Round, runner: _Runner, n_boot: int) -> BootResult:
+    if rnd.index not in boots:
+        boots[rnd.index] = paired_bootstrap([runner.measurement(s, rnd.level, rnd.seeds) for s in rnd.alive],
+                                            n_boot=n_boot, seed=rnd.index)
+    return boots[rnd.index]
+
+
+def _rows(rounds: list[Round], runner: _Runner, cands: list[Candidate], n_boot: int,
+          boots: dict[int, BootResult] | None = None) -> list[dict]:
     """One row per candidate at the last round it reached, compared paired within that round."""
     last_round = {s: r for r in rounds for s in r.alive}
-    boots = {rnd.index: paired_bootstrap([runner.measurement(s, rnd.level, rnd.seeds) for s in rnd.alive],
-                                         n_boot=n_boot, seed=rnd.index) for rnd in rounds}
+    boots = boots if boots is not None else {}
+    boots = {rnd.index: _boot(boots, rnd, runner, n_boot) for rnd in rounds}
     fb = boots[rounds[-1].index]
     leader = fb.names[int(np.argmax(fb.point))]
     kinds = {c.name: c.kind for c in cands}
