@@ -90,3 +90,47 @@ def test_merged_table_predicted_rows_show_the_predicted_gain_and_survive_no_inte
     assert "rows 1–5 are measured, the rest predicted" in " ".join(text.split())  # the status column did not fit
     wide = _printed(render_merged, rec, _res(), wide=True)
     assert "predicted" in _line(wide, "pneumoniamnist") and "measured" in _line(wide, "fashion_mnist_subset")
+
+
+def _posterior_res() -> VerifyResult:
+    """_res() with a posterior: ham10000_derm predicted first, fashion_mnist_subset displaced it."""
+    import numpy as np
+
+    from recommender.verify.posterior import Posterior, prior_from_rows, report
+
+    res = _res()
+    names = [n for n in NAMES if n != "scratch"] + ["scratch"]
+    gains = {"fashion_mnist_subset": 0.02, "cifar10_subset": 0.0, "ham10000_derm": -0.01, "dtd_10class": -0.05}
+    prior = prior_from_rows([{"source": n, "predicted_gain": g, "gain_lo": g - 0.03 + (n == "ham10000_derm") * 0.04,
+                              "gain_hi": g + 0.03} for n, g in gains.items()], names, "scratch")
+    mean = np.array([0.04, 0.0, 0.005, -0.03, 0.0])
+    cov = np.diag([1e-4, 1e-4, 1e-4, 1e-4, 0.0])
+    rep = report(prior, Posterior(names, "scratch", mean, cov), "ham10000_derm")
+    for r in res.rows:
+        r.update(rep["rows"][r["candidate"]])
+    res.posterior = {k: v for k, v in rep.items() if k != "rows"} | {"seed_floor_sd": 0.024}
+    return res
+
+
+def test_pick_table_fits_80_and_names_the_pick_and_the_tied_set():
+    res = _posterior_res()
+    text = _printed(render_result, res)
+    assert max(cell_len(ln) for ln in text.splitlines()) <= 80, text
+    flat = " ".join(text.split())
+    assert "pick: prediction × measurement (Δ = AUC difference to the predicted first, ham10000_derm)" in flat
+    assert res.posterior["pick"] == "fashion_mnist_subset" and res.posterior["displaced"]
+    assert "pick: fashion_mnist_subset, better than the predicted first ham10000_derm with posterior probability" in flat
+    assert "cannot be told apart at 95%" not in flat or "fashion_mnist_subset" in res.posterior["tied"]
+    line = _line(text.split("pick: prediction", 1)[1], "fashion_mnist_subset")
+    assert "+0.035 [" in line and line.split()[-1] == f"{res.rows[0]['exp_regret']:.4f}"
+    p_best = [r["p_best"] for r in res.rows]
+    assert abs(sum(p_best) - 1) < 1e-9 and "ref." in _line(text.split("pick: prediction", 1)[1], "ham10000_derm")
+    assert "more columns in --wide: predicted Δ" in flat  # a 20-character name leaves no room for it
+    wide = _printed(render_result, res, wide=True)
+    assert "predicted Δ" in wide and "+0.030±" in _line(wide.split("pick: prediction", 1)[1], "fashion_mnist_subset")
+
+
+def test_merged_table_prints_the_pick_line():
+    rec = Recommendation("folder", {}, True, "local", "", "static ranking", {}, [])
+    text = " ".join(_printed(render_merged, rec, _posterior_res()).split())
+    assert "pick: fashion_mnist_subset, better than the predicted first" in text

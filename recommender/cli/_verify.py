@@ -136,20 +136,24 @@ def register(app: typer.Typer) -> None:
         data_dir: str = typer.Option(None, "--data-dir", help="Where <name>.npz sets live."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
         wide: bool = typer.Option(False, "--wide", "-w", help="Every column (the round, P(beats #1)), wider than 80."),
+        prior: bool = typer.Option(True, "--prior/--no-prior", help="Combine the measurements with recommend's "
+                                   "prediction (default) or pick on the measurements alone (a flat prior)."),
         fmt: Format = FormatOpt,
     ) -> None:
-        """Fine-tune a shortlist on your labelled images (successive halving) and compare it, paired."""
+        """Fine-tune a shortlist on your labelled images (successive halving) and pick by prediction x measurement."""
         from recommender.cli._verify_view import render_result
 
         payload, res, _ = run_verify(target, kb, split_csv(sources), top, budget, seeds, save_to_kb, store, run_root,
-                                     arch, workers, threads, data_dir, quiet)
+                                     arch, workers, threads, data_dir, quiet, use_prior=prior)
         emit(fmt, payload, tables={"verify": result_rows(res)}, render_table=lambda: render_result(res, wide))
 
 
 def run_verify(target: str, kb: str, sources: list[str] | None, top: int, budget: str | None, seeds: int | None,
                save_to_kb: str | None, store: str | None, run_root: str, arch: str | None, workers: int = 1,
-               threads: int | None = None, data_dir: str | None = None, quiet: bool = False):  # noqa: ANN201
-    """Run verify with a progress bar; (JSON payload, result, save report)."""
+               threads: int | None = None, data_dir: str | None = None, quiet: bool = False,
+               use_prior: bool = True, prior_rows: list[dict] | None = None, prior_level: float = 0.8):  # noqa: ANN201
+    """Run verify with a progress bar; (JSON payload, result, save report). ``prior_rows``:
+    recommend's ranking when it already ran (else verify runs it for the prior)."""
     from experiments.backends import make_backend
     from recommender.verify import verify
 
@@ -157,7 +161,8 @@ def run_verify(target: str, kb: str, sources: list[str] | None, top: int, budget
     with progress.bar:
         res = verify(target, kb, sources=sources, top=top, budget=budget, seeds=seeds, store_url=store,
                      run_root=run_root, arch=arch, backend=make_backend("local", workers=workers, threads=threads),
-                     data_dir=data_dir, on_event=progress)
+                     data_dir=data_dir, on_event=progress, prior_rows=prior_rows, use_prior=use_prior,
+                     prior_level=prior_level)
         progress.finish()
     saved = None
     if save_to_kb:
@@ -176,7 +181,10 @@ def recommend_then_verify(rec, payload: dict, budget: str | None, arch: str | No
     from recommender.cli._verify_view import render_merged
 
     shortlist = [r["source"] for r in rec.ranking if r["source"] != SCRATCH][:top]
-    v_payload, res, _ = run_verify(rec.target, rec.kb, shortlist, top, budget, None, None, None, ".", arch)
+    level = float(((getattr(rec, "gain", None) or {}).get("level")) or ((getattr(rec, "interval", None) or {})
+                                                                       .get("level")) or 0.8)
+    v_payload, res, _ = run_verify(rec.target, rec.kb, shortlist, top, budget, None, None, None, ".", arch,
+                                   prior_rows=rec.ranking, prior_level=level)
     merged = {"recommendation": payload, "verify": v_payload}
     measured = {r["candidate"] for r in res.rows}
     flat = pd.concat([result_rows(res).assign(status="measured"),

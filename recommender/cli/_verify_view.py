@@ -2,8 +2,11 @@
 
 Candidate names are never cut (their column is as wide as the longest name) and every
 interval stands on one line; the columns that do not fit the terminal (the round a row was
-measured in, then P(beats #1)) move to ``--wide`` and are named. Captions are sentences
-wrapped at the terminal width.
+measured in, then P(beats #1); in the pick table, the predicted difference) move to ``--wide``
+and are named. Captions are sentences wrapped at the terminal width. Two tables: what was
+measured (paired bootstrap), then the pick (prediction × measurement: the posterior's
+difference to the predicted first, P(best), expected regret), the pick and the set that cannot
+be told apart.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from recommender.cli._common import natural_width, out, print_table, prose
+from recommender.evaluation.paired import signed
+from recommender.verify.posterior import N_DRAWS, TIE_LEVEL
 from recommender.verify.verdict import fmt_diff
 
 
@@ -101,24 +106,104 @@ def render_result(res: Any, wide: bool = False) -> None:
     early = [f"#{r['rank']} {r['candidate']} ({round_text(r)})" for r in rows if not round_text(r).startswith("full")]
     if "round" in left and early:
         prose(f"measured in an earlier, smaller round (images/epochs ×seeds): {', '.join(early)}", highlight=False)
-    footer(res)
+    caption(res)
+    shown = pick_table(res, wide)
+    tail(res, pick_line=not shown)
 
 
-def footer(res: Any) -> None:
-    c = res.compute
+def _prior_cell(r: dict) -> str:
+    if r.get("predicted_first"):
+        return "ref."
+    if r.get("prior_diff") is None:
+        return "—"
+    return f"{signed(r['prior_diff'])}±{1.96 * r['prior_sd']:.3f}"
+
+
+def _post_cell(r: dict) -> str:
+    if r.get("predicted_first"):
+        return "ref."
+    return f"{signed(r['post_diff'])} [{signed(r['post_lo'])}, {signed(r['post_hi'])}]"
+
+
+def pick_table(res: Any, wide: bool = False) -> bool:
+    """The posterior per candidate (best first by posterior mean), the pick and the tied set;
+    False when the result has no posterior (nothing printed)."""
+    post = getattr(res, "posterior", None) or {}
+    rows = [r for r in res.rows if "p_best" in r]
+    if not post or not rows:
+        return False
+    rows = sorted(rows, key=lambda r: (-r["post_diff"], r["candidate"]))
+    rows = [dict(r, rank=i) for i, r in enumerate(rows, 1)]
+    lead = post["leader"]
+    first = "the posterior best" if post.get("no_prediction") else "the predicted first"
+    cols = [VCol("#", lambda r: str(r["rank"]), "right"), VCol("candidate", lambda r: r["candidate"]),
+            VCol("predicted Δ", _prior_cell, "right", drop=1),
+            VCol("posterior Δ [95% CI]", _post_cell), VCol("P(best)", lambda r: f"{r['p_best']:.2f}", "right"),
+            VCol("exp. regret", lambda r: f"{r['exp_regret']:.4f}", "right")]
+    t, left = fitted_table(rows, cols, "candidate", wide)
+    print_table(t, f"pick: prediction × measurement (Δ = AUC difference to {first}, {lead})",
+                width=_width(t, wide))
+    _moved(left)
+    basis = post.get("basis", "none")
+    prior = ("the prediction as prior: the predicted gain over scratch ± its "
+             f"{post.get('level', 0.8):.0%} interval read as a normal (sd = half-width / "
+             f"{_z(post.get('level', 0.8)):.4g}); the difference of two predictions has sd √(s₁² + s₂²)"
+             if basis == "gain interval" else
+             "the prediction as prior: the predicted AUC ± its interval read as a normal, differences of "
+             "two predictions with independent errors" if basis == "AUC interval" else
+             "no prediction interval: a flat prior")
+    floor = post.get("seed_floor_sd")
+    floor_txt = (f", plus a share fading with the seeds of the KB's per-seed spread of a paired difference "
+                 f"(sd {floor:.3f})" if floor else "")
+    prose(f"posterior = {prior}; times the measurements: each candidate's paired difference to scratch "
+          f"in its last round, with its paired-bootstrap covariance{floor_txt} (normal–normal). Predicted Δ "
+          f"± 95%; P(best) and exp. regret (the AUC lost against the best if it is picked) from "
+          f"{post.get('n_draws', N_DRAWS):,} seeded posterior draws; rule: {post.get('rule', '')}.",
+          style="dim", highlight=False)
+    prose(f"[b]{escape(post['text'])}[/b]", highlight=False)
+    if post.get("tied_text"):
+        prose(escape(post["tied_text"]) + ("" if len(post.get("tied", [])) < 2 else
+                                           f" (posterior P(better than the pick) ≥ {(1 - TIE_LEVEL) / 2:.3f})"),
+              highlight=False)
+    return True
+
+
+def _z(level: float) -> float:
+    from recommender.verify.posterior import z_of
+
+    return z_of(level)
+
+
+def caption(res: Any) -> None:
+    """How to read the measured table."""
     n_test = res.rows[0]["n_test"] if res.rows else 0
     prose(f"95% paired bootstrap over {n_test} test images and the seeds of each row's round (1,000 joint "
           "resamples); P(>#1): probability of beating #1; it and vs scratch are paired within that round; neg. = negative transfer "
           "(detectably below scratch); round: share of the images/epochs and seeds of the row's last round.",
           style="dim", highlight=False)
+
+
+def tail(res: Any, pick_line: bool = True) -> None:
+    """Compute, the verdict, the pick in one line (unless the pick table printed it), notes."""
+    c = res.compute
     b = c["budget"]
     asked = f"{b['value']:.0%} of full" if b["kind"] == "fraction" else f"{b['value']:g} min"
     prose(f"compute: {c['cells']} fine-tunes, {c['fraction_planned']:.0%} of fine-tuning every candidate "
           f"fully with {c['max_seeds']} seeds (budget {asked}); measured {c['fraction_measured']:.0%} of its "
           f"images x epochs, {c['wall_s']:.0f} s of training", highlight=False)
     prose(f"[b]verdict:[/b] {escape(res.verdict)}", highlight=False)
+    post = getattr(res, "posterior", None) or {}
+    if post.get("text") and pick_line:
+        prose(escape(post["text"]) + (f"; {escape(post['tied_text'])}" if post.get("tied_text") else ""),
+              highlight=False)
     for n in res.notes:
         prose(f"note: {n}", highlight=False)
+
+
+def footer(res: Any) -> None:
+    """The measured table's caption, then :func:`tail`."""
+    caption(res)
+    tail(res)
 
 
 def _merged_rows(rec: Any, res: Any) -> list[dict]:
