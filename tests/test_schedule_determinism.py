@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_registries import TINY, _toy
 
 from experiments.arithmetic import CELL_THREADS, arithmetic_card
@@ -19,7 +18,6 @@ from experiments.backends import make_backend
 from experiments.cells import RunContext
 from experiments.matrix import plan_matrix
 from experiments.protocol import load_protocol
-
 
 # the test protocol at its smallest (one epoch each); one- and two-thread convs still differ here
 PROTOCOL = TINY.replace('targets = ["tgt_ok", "tgt_bad"]', 'targets = ["tgt_ok"]')

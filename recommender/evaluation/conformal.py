@@ -251,12 +251,14 @@ def coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
 
 def coverage_by_scale(cells: pd.DataFrame, nominal: float = NOMINAL) -> list[dict]:
     """Coverage and median half-width of the easier and the harder half of held-out targets (split
-    at the median interval scale): a normalised interval should be narrower on the easier half
-    and cover near nominal on both. Empty without a ``scale`` column or with < 4 targets."""
+    at the median predicted difficulty, 1 − level): a normalised interval should be narrower on
+    the easier half and cover near nominal on both. Empty without level/scale or with < 4 targets."""
     ok = cells[np.isfinite(cells["lo"].to_numpy(dtype=float))] if "lo" in cells else cells.iloc[:0]
-    if "scale" not in ok or ok["target"].nunique() < 4:
+    if not ({"scale", "level"} & set(ok.columns)) or ok["target"].nunique() < 4:
         return []
-    per_t = ok.groupby("target")["scale"].mean()
+    # split on the difficulty itself (1 − predicted level), whatever exponent the scale got
+    diff = 1.0 - ok["level"] if "level" in ok else ok["scale"]
+    per_t = diff.groupby(ok["target"]).mean()
     cut = float(per_t.median())
     out = []
     for name, sel in (("easier", per_t[per_t <= cut].index), ("harder", per_t[per_t > cut].index)):

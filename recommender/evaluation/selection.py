@@ -201,8 +201,10 @@ def _choose(inner: dict[str, float], cands: dict[str, Method], scenario: str,
     then residual, estimates, rank averages, meta-models). With dozens of candidates and a dozen
     inner targets, the plain maximum mostly picks noise; this prefers the prior unless a richer
     method is ahead by more than its own uncertainty. Within one SE a method in AUC units (the
-    learned model) is preferred to a pure ranker (added after KB local v3's first run, where the
-    rank average of static and every estimate shipped and its gain column followed rank alone)."""
+    learned model) is preferred to a pure ranker when the folder has estimates (added after KB
+    local v3's first run, where the rank average of static and every estimate shipped and its
+    gain column followed rank alone; preferring it without estimates too made the estimate-free
+    procedure detectably worse than static there, τw 0.276 vs 0.322, so it is not done)."""
     allowed = [m for m in cands.values() if scenario == "estimates" or not m.uses_estimates]
     allowed = [m for m in allowed if math.isfinite(inner.get(m.name, math.nan))]
     best = max(allowed, key=lambda m: (round(inner[m.name], 12), -m.order))
@@ -221,7 +223,10 @@ def _choose(inner: dict[str, float], cands: dict[str, Method], scenario: str,
     # among those, a method that predicts the AUC and the gain itself (the learned model) comes
     # first: only it makes the order, the gain column and the verdict one model's; a ranker
     # ships only when it is ahead by more than one paired standard error
-    learned = [m for m in near if m.auc_units]
+    # (with estimates only: without them the learned deviation knows nothing of this folder's
+    # sources beyond its card, and the KB's prior stays the simplest order; the level is learned
+    # either way)
+    learned = [m for m in near if m.auc_units] if scenario == "estimates" else []
     return min(learned or near, key=lambda m: (m.order, -round(inner[m.name], 12))).name
 
 
