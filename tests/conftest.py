@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CATSCANS_SHARED_DATA", REPO.parent / "shared" / "data"))
+# The same order as imagesets.default_data_dir: $CATSCANS_DATA, then its alias
+# $CATSCANS_SHARED_DATA, else ../shared/data beside the repository.
+SHARED_DATA = Path(
+    os.environ.get("CATSCANS_DATA") or os.environ.get("CATSCANS_SHARED_DATA") or (REPO.parent / "shared" / "data")
+)
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
