@@ -303,3 +303,35 @@ def test_verify_rounds_are_paired_and_print_the_posterior(tiny: dict, monkeypatc
     bad = CliRunner().invoke(app, _args(tiny, root))
     assert bad.exit_code == 2 and "not paired" in bad.output and "head seed" in bad.output, bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_evaluate_meta_rows_take_the_prior_from_the_held_out_intervals() -> None:
+    """replay_report.evaluate: with shipped+est's held-out rows as the prior (here right and tight)
+    verify keeps its picks at every budget, so its regret is shipped+est's; the no-prior rows stay
+    for comparison; every verify row carries its paired comparison with shipped+est."""
+    from recommender.verify import replay_report
+
+    kb = synthetic_kb(n_targets=8, n_sources=5, n_seeds=10, seed=3, seed_sd=0.04)
+    rows, ivs = [], []
+    for t in kb.targets:
+        td = target_data(kb, t, list(range(10)), list(range(10)))
+        truth = td.truth
+        for s, v in truth.items():
+            rows.append({"method": "shipped+est", "target": t, "source": s, "score": v, "auc": v})
+            g = v - truth[SCRATCH]
+            ivs.append({"scenario": "estimates", "target": t, "source": s, "predicted_auc": v, "lo": v - 0.05,
+                        "hi": v + 0.05, "predicted_gain": g, "gain_lo": np.nan if s == SCRATCH else g - 0.004,
+                        "gain_hi": np.nan if s == SCRATCH else g + 0.004})
+    ev = replay_report.evaluate(kb, pd.DataFrame(rows), intervals=pd.DataFrame(ivs))
+    s = ev.summary.set_index("row")
+    assert [r for r in s.index if r.startswith("verify@")] == ["verify@10%", "verify@25%", "verify@50%", "verify@100%"]
+    assert {"no-prior@25%", "no-prior@100%"} <= set(s.index) and s.loc["no-prior@25%", "kind"] == "verify, no prior"
+    for r in ("verify@10%", "verify@100%"):
+        assert s.loc[r, "mean_regret"] == pytest.approx(s.loc["shipped+est", "mean_regret"])
+        assert s.loc[r, "vs"] == "shipped+est" and s.loc[r, "vs_n"] == 4 and s.loc[r, "vs_diff"] == pytest.approx(0)
+    assert not ev.picks["displaced"].any() and len(ev.picks) == 4 * 8
+    assert "its prior is shipped+est's held-out prediction" in ev.notes[0]
+    assert any(n.startswith("Issue 23 goal") for n in ev.notes)
+    json.dumps(ev.to_dict())
+    flat = replay_report.evaluate(kb, pd.DataFrame(rows))  # no intervals: a flat prior, still anchored
+    assert "a flat prior" in flat.notes[0]

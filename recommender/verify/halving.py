@@ -1,6 +1,7 @@
 """Successive halving under a compute budget (after Karnin et al. 2013's budgeted variant).
 
-Every candidate gets a short, cheap run; the better half of the sources gets more training
+Every candidate gets a short, cheap run; the better half of the sources (by the caller's
+``rank``: verify's posterior P(best); by default the measured mean) gets more training
 images, epochs and seeds; and so on until two sources are left, which get what remains of
 the budget. ``scratch`` is the reference every gain is measured against, so it is kept in
 every round and is never eliminated (it is also a candidate: it can be first).

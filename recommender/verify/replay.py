@@ -7,6 +7,11 @@ every round at the full protocol). Verify sees only the *verify seeds*; the trut
 judged against is the mean over other, disjoint *truth seeds*, so a lucky seed that fooled
 verify does not also define the answer (the replay is not optimistic).
 
+``replay_posterior`` replays verify as it ships: the same schedule, halving by the posterior
+P(best), the pick by the displacement rule (:mod:`recommender.verify.posterior`), its prior
+the held-out prediction rows of the target and its measurement floor the seed spread of the
+other groups' targets.
+
 The methods that do not fine-tune are scored against the same truth, leave-one-group-out:
 the static ranking is recomputed without the held-out target's group (the target, its
 parent/derived tasks and twins); the transferability estimates are per-target numbers that

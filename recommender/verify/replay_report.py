@@ -9,9 +9,14 @@ where the KB has estimates: what ``catscans verify`` measures after ``recommend`
 labelled folder) plus scratch. Compute = fine-tunes run / (shortlist × verify seeds), so 100%
 fine-tunes the whole shortlist on every verify seed.
 
-The best estimator and the best non-probing method are picked on these same figures (post
-hoc, which favours them); verify@25% is compared with the best non-probing method paired
-over groups (:func:`recommender.evaluation.paired.paired_comparison`).
+Two verify rows per budget: ``verify@f`` is verify as it ships (halving by the posterior,
+the pick by the displacement rule, :mod:`recommender.verify.posterior`), its prior the
+shipped method's held-out prediction rows from the nested leave-one-group-out (``intervals``:
+the held-out target never informs its own prior); ``no-prior@f`` is the same halving on the
+measured means alone (the verify of issue 11), kept for comparison. Every verify row is compared
+with the shortlist method, paired over groups (:func:`recommender.evaluation.paired.paired_comparison`);
+the best estimator and the best non-probing method are picked on these same figures (post
+hoc, which favours them).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import pandas as pd
 from experiments.knowledge_base import KnowledgeBase
 from recommender.evaluation.paired import paired_comparison, sentence
 from recommender.evaluation.records import json_records as rec
+from recommender.verify.posterior import DISPLACE
 from recommender.verify.replay import replay_kb
 
-BUDGETS = (0.25, 0.5, 1.0)
+BUDGETS = (0.1, 0.25, 0.5, 1.0)
 K_SEEDS = 5
 TOP = 4
 GOAL_COMPUTE = 0.25
@@ -47,11 +53,16 @@ class VerifyEval:
     truth_seeds: list[int]
     shortlist: str
     notes: list[str] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)  # every verify row vs the shortlist method, paired
+    moves: list[dict] = field(default_factory=list)  # per verify row: picks moved off the predicted first
+    picks: pd.DataFrame | None = None  # target, method, leader, pick, displaced, gain_of_move
 
     def to_dict(self) -> dict:
         return {"summary": rec(self.summary), "per_target": rec(self.per_target),
-                "comparison": self.comparison, "goal": self.goal, "verify_seeds": self.verify_seeds,
-                "truth_seeds": self.truth_seeds, "shortlist": self.shortlist, "notes": self.notes}
+                "comparison": self.comparison, "comparisons": self.comparisons, "goal": self.goal,
+                "moves": self.moves, "picks": rec(self.picks) if self.picks is not None else [],
+                "verify_seeds": self.verify_seeds, "truth_seeds": self.truth_seeds,
+                "shortlist": self.shortlist, "notes": self.notes}
 
 
 def seeds_of(kb: KnowledgeBase) -> list[int]:
@@ -71,15 +82,37 @@ def _extra_scores(predictions: pd.DataFrame, methods: tuple[str, ...]) -> dict[s
 
 
 def _label(method: str) -> str:
-    if method.startswith("verify["):
+    """Display row: ``posterior[..]@f`` (verify as it ships) → verify@f%, ``verify[..]@f`` → no-prior@f%."""
+    if method.startswith(("verify[", "posterior[")):
         f = float(method.rsplit("@", 1)[1])
-        return f"verify@{f:.0%}"
+        return f"{'verify' if method.startswith('posterior[') else 'no-prior'}@{f:.0%}"
     return method
 
 
+def _kind(method: str, best_est: str | None) -> str:
+    if method.startswith("posterior["):
+        return "verify"
+    if method.startswith("verify["):
+        return "verify, no prior"
+    return "best est. (post hoc)" if method == best_est else "no fine-tuning"
+
+
+def _priors(intervals: pd.DataFrame | None, shortlist: str) -> dict[str, pd.DataFrame]:
+    """target → its held-out prediction rows (nested LOGO) of the shortlist method's scenario."""
+    scen = {"shipped+est": "estimates", "shipped": "any"}.get(shortlist)
+    if intervals is None or not len(intervals) or scen is None or "scenario" not in intervals:
+        return {}
+    iv = intervals[intervals["scenario"] == scen]
+    return {str(t): g.reset_index(drop=True) for t, g in iv.groupby("target")}
+
+
 def evaluate(kb: KnowledgeBase, predictions: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS,
-             k: int = K_SEEDS, top: int = TOP, seed: int = 0) -> VerifyEval | str:
-    """The verify rows, or a one-line reason why this KB has none."""
+             k: int = K_SEEDS, top: int = TOP, seed: int = 0, intervals: pd.DataFrame | None = None,
+             threshold: float = DISPLACE) -> VerifyEval | str:
+    """The verify rows, or a one-line reason why this KB has none.
+
+    ``intervals``: the nested-LOGO held-out prediction rows (``LotoResult.intervals``), the prior
+    of verify's posterior (none: a flat prior; the predicted first is still the shortlist's)."""
     seeds = seeds_of(kb)
     if len(seeds) < 2 * k:
         return (f"{kb.name}: verify is replayed from per-seed records with {k} verify seeds and {k} "
@@ -88,34 +121,47 @@ def evaluate(kb: KnowledgeBase, predictions: pd.DataFrame, budgets: tuple[float,
     have = set(predictions["method"])
     ship = [m for m in NON_PROBING[1:] if m in have]
     shortlist = "shipped+est" if "shipped+est" in have else ("shipped" if "shipped" in have else "static")
+    priors = _priors(intervals, shortlist)
     res = replay_kb(kb, sorted(budgets), verify_seeds, truth_seeds, top, (shortlist,),
-                    extra_scores=_extra_scores(predictions, tuple(ship)))
+                    extra_scores=_extra_scores(predictions, tuple(ship)), priors=priors, posterior=True,
+                    threshold=threshold)
     df, s = res["per_target"], res["summary"].copy()
     if df.empty:
         return f"{kb.name}: no target has every source on all {2 * k} seeds, so no verify rows"
     est = [m for m in s["method"] if m.startswith("estimate:")]
     best_est = min(est, key=lambda m: float(s.loc[s["method"] == m, "mean_regret"].iloc[0])) if est else None
-    candidates = [m for m in s["method"] if not m.startswith("verify") and df[m].notna().all()]
+    candidates = [m for m in s["method"] if not m.startswith(("verify", "posterior")) and df[m].notna().all()]
     best_np = min(candidates, key=lambda m: float(df[m].mean()))
-    keep = [m for m in ("static", best_est, *ship) if m] + sorted(
-        (m for m in s["method"] if m.startswith("verify")), key=lambda m: float(m.rsplit("@", 1)[1]))
+
+    def by_budget(prefix: str) -> list[str]:
+        return sorted((m for m in s["method"] if m.startswith(prefix)), key=lambda m: float(m.rsplit("@", 1)[1]))
+
+    keep = [m for m in ("static", best_est, *ship) if m] + by_budget("verify[") + by_budget("posterior[")
     s = s[s["method"].isin(keep)].copy()
-    s["kind"] = ["verify" if m.startswith("verify") else "best est. (post hoc)" if m == best_est
-                 else "no fine-tuning" for m in s["method"]]
+    s["kind"] = [_kind(m, best_est) for m in s["method"]]
     s["row"] = [_label(m) for m in s["method"]]
     order = {m: i for i, m in enumerate(keep)}
     s = s.sort_values("method", key=lambda c: c.map(order)).reset_index(drop=True)
-    s = s[["row", "method", "kind", "compute", "n_targets", "n_groups", "mean_regret", "lo", "hi"]]
     groups = dict(zip(df["target"], df["group"], strict=True))
-    goal_cols = [m for m in s["method"] if m.startswith("verify") and
+    wide = df.set_index("target")
+    comps = []
+    for m in [m for m in s["method"] if m.startswith(("verify[", "posterior["))]:
+        c = paired_comparison(wide[m], wide[shortlist], groups=groups, higher_is_better=False, seed=seed)
+        comps.append({"a": _label(m), "b": shortlist, "metric": "regret"} | c)
+    by_row = {c["a"]: c for c in comps}
+    for col, key in (("vs", "b"), ("vs_diff", "mean_diff"), ("vs_lo", "lo"), ("vs_hi", "hi"), ("vs_p", "p"),
+                     ("vs_n", "n"), ("vs_words", "words")):
+        s[col] = [by_row[r][key] if r in by_row else None for r in s["row"]]
+    s = s[["row", "method", "kind", "compute", "n_targets", "n_groups", "mean_regret", "lo", "hi",
+           "vs", "vs_diff", "vs_lo", "vs_hi", "vs_p", "vs_n", "vs_words"]]
+    goal_cols = [m for m in s["method"] if m.startswith("posterior[") and
                  float(s.loc[s["method"] == m, "compute"].iloc[0]) <= GOAL_COMPUTE + 1e-9]
     goal_col = goal_cols[-1] if goal_cols else None
     comp: dict = {}
     goal: dict = {"compute_at_most": GOAL_COMPUTE, "best_non_probing": best_np,
                   "best_non_probing_regret": float(df[best_np].mean()), "min_targets": MIN_GOAL_TARGETS}
     if goal_col:
-        c = paired_comparison(df.set_index("target")[goal_col], df.set_index("target")[best_np],
-                              groups=groups, higher_is_better=False, seed=seed)
+        c = paired_comparison(wide[goal_col], wide[best_np], groups=groups, higher_is_better=False, seed=seed)
         comp = {"a": _label(goal_col), "b": best_np, "metric": "regret", "note":
                 f"{best_np} = the best non-probing method by mean regret here (post hoc)"} | c
         v = float(df[goal_col].mean())
@@ -123,22 +169,72 @@ def evaluate(kb: KnowledgeBase, predictions: pd.DataFrame, budgets: tuple[float,
         met = n_t >= MIN_GOAL_TARGETS and v <= 0.5 * goal["best_non_probing_regret"]
         goal |= {"verify_row": _label(goal_col), "verify_regret": v, "n_targets": n_t,
                  "met": bool(met)}
-    n_t, n_g = len(df), df["group"].nunique()
-    notes = [f"Verify (replayed): {n_t} held-out targets in {n_g} groups; verify sees seeds "
-             f"{verify_seeds[0]}–{verify_seeds[-1]}, every row's regret is against the mean over the "
-             f"disjoint seeds {truth_seeds[0]}–{truth_seeds[-1]} (not the all-seed mean of the LOTO table); "
-             f"shortlist = {shortlist}'s top {top} + scratch; compute = fine-tunes / (shortlist × "
-             f"{k} seeds); 95% CI = bootstrap over groups."]
+    moves = _moves(res["picks"], df)
+    notes = [_caption(df, verify_seeds, truth_seeds, shortlist, top, k, bool(priors), threshold)]
+    notes += [sentence(c["a"], c["b"], c, metric="regret", fmt="{:+.4f}") + "."
+              for c in comps if c["a"].startswith("verify@")]
+    notes += [m["text"] for m in moves]
+    notes += _goal_sentences(s, comps, shortlist, comp, goal, goal_col)
+    return VerifyEval(s, df, comp, goal, verify_seeds, truth_seeds, shortlist, notes, comps, moves,
+                      res["picks"])
+
+
+def _caption(df: pd.DataFrame, verify_seeds: list[int], truth_seeds: list[int], shortlist: str, top: int,
+             k: int, has_prior: bool, threshold: float) -> str:
+    prior = (f"its prior is {shortlist}'s held-out prediction (nested leave-one-group-out: predicted gain "
+             "over scratch ± its 80% interval as a normal, sd = half-width / 1.28)" if has_prior else
+             f"no held-out intervals: a flat prior, {shortlist}'s first as the predicted first")
+    return (f"Verify (replayed): {len(df)} held-out targets in {df['group'].nunique()} groups; verify sees "
+            f"seeds {verify_seeds[0]}–{verify_seeds[-1]}, every row's regret is against the mean over the "
+            f"disjoint seeds {truth_seeds[0]}–{truth_seeds[-1]} (not the all-seed mean of the LOTO table); "
+            f"shortlist = {shortlist}'s top {top} + scratch; compute = fine-tunes / (shortlist × {k} seeds); "
+            f"95% CI = bootstrap over groups. verify = successive halving by the posterior P(best) and the "
+            f"pick by the posterior: {prior}; a challenger replaces {shortlist}'s first only when it is better "
+            f"with posterior probability ≥ {threshold:.2f}. no-prior = the same halving on the measured means "
+            "alone, picking the measured best.")
+
+
+def _moves(picks: pd.DataFrame, df: pd.DataFrame) -> list[dict]:
+    """Per verify row: on how many targets the pick moved off the predicted first, and how often
+    the truth seeds agreed (the move gained AUC)."""
+    out = []
+    for m, g in picks.groupby("method", sort=False):
+        moved = g[g["displaced"]]
+        right = int((moved["gain_of_move"] > 0).sum())
+        text = (f"{_label(m)} moved off the predicted first on {len(moved)} of {len(g)} targets"
+                + (f"; the truth seeds favoured the move on {right}, mean AUC gained "
+                   f"{moved['gain_of_move'].mean():+.4f}" if len(moved) else "") + ".")
+        out.append({"row": _label(m), "targets": int(len(g)), "moved": int(len(moved)), "right": right,
+                    "mean_gain_of_move": float(moved["gain_of_move"].mean()) if len(moved) else None,
+                    "text": text})
+    return out
+
+
+def _goal_sentences(s: pd.DataFrame, comps: list[dict], shortlist: str, comp: dict, goal: dict,
+                    goal_col: str | None) -> list[str]:
+    out = []
+    ver = [c for c in comps if c["a"].startswith("verify@")]
+    if ver:
+        worse = [c["a"] for c in ver if c["words"] == "worse"]
+        full = s[s["row"] == "verify@100%"]
+        ref = float(s.loc[s["method"] == shortlist, "mean_regret"].iloc[0]) if (s["method"] == shortlist).any() \
+            else math.nan
+        below = bool(len(full)) and float(full["mean_regret"].iloc[0]) < ref
+        ok = not worse and below
+        out.append(f"Issue 23 goal (verify at every budget not detectably worse than {shortlist}, and at "
+                   f"100% a mean regret below it): {'met' if ok else 'not met'} — "
+                   + (f"detectably worse at {', '.join(worse)}; " if worse else "not detectably worse at any budget; ")
+                   + (f"at 100% {float(full['mean_regret'].iloc[0]):.4f} vs {ref:.4f}." if len(full) else "no 100% row."))
+    if comp and comp["b"] != shortlist:  # vs the shortlist method it is printed already
+        out.append(sentence(comp["a"], comp["b"], comp, metric="regret", fmt="{:+.4f}") + f" ({comp['note']}).")
     if comp:
-        notes.append(sentence(comp["a"], comp["b"], comp, metric="regret", fmt="{:+.4f}")
-                     + f" ({comp['note']}).")
         word = "met" if goal["met"] else "not met"
-        notes.append(f"Issue 11 goal (verify at ≤ {GOAL_COMPUTE:.0%} compute has at most half the mean "
-                     f"regret of the best non-probing method, over ≥ {MIN_GOAL_TARGETS} targets): {word} — "
-                     f"{goal['verify_row']} at {_compute(s, goal_col):.0%} compute {goal['verify_regret']:.4f} "
-                     f"vs half of {best_np}'s {goal['best_non_probing_regret']:.4f} = "
-                     f"{0.5 * goal['best_non_probing_regret']:.4f}, n = {goal['n_targets']} targets.")
-    return VerifyEval(s, df, comp, goal, verify_seeds, truth_seeds, shortlist, notes)
+        out.append(f"Issue 11 goal (verify at ≤ {GOAL_COMPUTE:.0%} compute has at most half the mean "
+                   f"regret of the best non-probing method, over ≥ {MIN_GOAL_TARGETS} targets): {word} — "
+                   f"{goal['verify_row']} at {_compute(s, goal_col):.0%} compute {goal['verify_regret']:.4f} "
+                   f"vs half of {goal['best_non_probing']}'s {goal['best_non_probing_regret']:.4f} = "
+                   f"{0.5 * goal['best_non_probing_regret']:.4f}, n = {goal['n_targets']} targets.")
+    return out
 
 
 def _compute(s: pd.DataFrame, method: str) -> float:
