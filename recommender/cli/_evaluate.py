@@ -230,7 +230,7 @@ def register(app: typer.Typer) -> None:
         vcalls = verdict_calls.evaluate(result.intervals, scr.truth if scr is not None else None)
         vcall_tbl = verdict_calls.table(vcalls)
         summary = scratch_sign.with_sign(summarise(per_target), scr)
-        ver = verify_eval.evaluate(kbase, result.predictions)
+        ver = verify_eval.evaluate(kbase, result.predictions, intervals=result.intervals)  # prior: nested LOGO
         ceiling = noise_ceiling(kbase)
         agreement = study_agreement(kbase)
         model_dir = models_dir() / md.kb_name
@@ -283,6 +283,7 @@ def register(app: typer.Typer) -> None:
         ver_tbl = verify_eval.table(ver) if isinstance(ver, verify_eval.VerifyEval) else None
         if ver_tbl is not None:
             tables["verify_replay"] = ver.summary
+            tables["verify_replay_picks"] = ver.picks  # per target: predicted first, verify's pick, moved?
         scr_cap = scr.caption() if scr is not None else scr_note
         ver_cap = ver.notes[0] if ver_tbl is not None else ver
         captions = {scr_cap, ver_cap}
