@@ -84,6 +84,22 @@ def test_one_candidate_posterior_is_the_precision_weighted_mean() -> None:
         combine(prior_from_rows(None, ["a", SCRATCH], SCRATCH), [])
 
 
+def test_a_reduced_round_informs_only_differences_between_its_sources() -> None:
+    """Round 1 at fewer images/epochs: every gain over scratch there is +0.10 higher than at the full
+    protocol. Its block (offset) says b is 0.03 above a; the full round says a gains 0.02: b's
+    posterior gain is about 0.05, not the reduced round's 0.15."""
+    p = prior_from_rows(None, ["a", "b", SCRATCH], SCRATCH)
+    v = 1e-6
+    full = Block(["a"], np.array([0.02]), np.array([[v]]), 5, 1)
+    reduced = Block(["a", "b"], np.array([0.12, 0.15]), np.array([[v, v / 2], [v / 2, v]]), 3, 0, offset=True)
+    post = combine(p, [full, reduced])
+    assert post.mean[:2] == pytest.approx([0.02, 0.05], abs=1e-3)
+    naive = combine(p, [full, Block(["a", "b"], reduced.diff, reduced.cov, 3, 0)])  # as if at the full protocol
+    assert naive.mean[1] > 0.1
+    with pytest.raises(ValueError, match="cannot place them"):  # b alone in a reduced round: not placed
+        combine(p, [full, Block(["b"], np.array([0.15]), np.array([[v]]), 3, 0, offset=True)])
+
+
 def test_top_up_and_seed_floor() -> None:
     f = np.array([[2.0, 1.0], [1.0, 2.0]])  # k = 2 differences: ν₀ = 3 pseudo-seeds
     assert np.allclose(top_up(np.zeros((2, 2)), f, 1), f)  # one seed: the whole floor

@@ -155,8 +155,9 @@ def pick_table(res: Any, wide: bool = False) -> bool:
     floor = post.get("seed_floor_sd")
     floor_txt = (f", plus a share fading with the seeds of the KB's per-seed spread of a paired difference "
                  f"(sd {floor:.3f})" if floor else "")
-    prose(f"posterior = {prior}; times the measurements: each candidate's paired difference to scratch "
-          f"in its last round, with its paired-bootstrap covariance{floor_txt} (normal–normal). Predicted Δ "
+    prose(f"posterior = {prior}; times the measurements: each round's paired differences to scratch, with "
+          f"their paired-bootstrap covariance{floor_txt}; a round with fewer images/epochs counts only for the "
+          f"differences between its sources (normal–normal). Predicted Δ "
           f"± 95%; P(best) and exp. regret (the AUC lost against the best if it is picked) from "
           f"{post.get('n_draws', N_DRAWS):,} seeded posterior draws; rule: {post.get('rule', '')}.",
           style="dim", highlight=False)

@@ -19,7 +19,8 @@ The model (used by `catscans verify` and by its replay in `evaluate-meta`):
   d ~ N(g, V); V = their paired-bootstrap covariance plus a shrinking share of the KB's per-seed
   covariance of paired differences / seeds (:func:`top_up`: one or two seeds cannot estimate
   their own spread, and n ≤ k seeds give a singular k × k covariance). Rounds are independent;
-  each candidate enters with its last round only (as the verify table shows it).
+  a round at fewer images/epochs than the protocol has its own unknown offset (flat prior): it
+  informs only the differences between its sources, the full rounds their gain over scratch.
 - **Posterior**: N(μ, Σ), Σ = (S⁻¹ + Σ_b V_b⁻¹)⁻¹, μ = Σ (S⁻¹ m + Σ_b V_b⁻¹ d_b).
 
 Per candidate: P(best) and the expected regret of picking it, E[max_j θ_j − θ_c], from seeded
@@ -155,6 +156,7 @@ class Block:
     cov: np.ndarray
     seeds: int
     round: int = 0
+    offset: bool = False  # a reduced round (fewer images/epochs): its gains share an unknown offset
 
 
 def top_up(cov: np.ndarray, floor: np.ndarray | None, seeds: int) -> np.ndarray:
@@ -312,11 +314,15 @@ def combine(prior: Prior, blocks: Iterable[Block]) -> Posterior:
             w = np.linalg.pinv(b.cov, hermitian=True)
         else:
             w = np.linalg.inv(b.cov)
+        if b.offset:  # d = g + c·1 + e with c flat: only the contrasts between its sources inform g
+            one = w @ np.ones(len(idx))
+            w = w - np.outer(one, one) / float(one.sum()) if one.sum() > 0 else np.zeros_like(w)
         lam[np.ix_(idx, idx)] += w
         h[idx] += w @ b.diff
-    missing = [names[i] for i in range(k) if lam[i, i] <= 0]
-    if missing:
-        raise ValueError(f"no prediction and no measurement for {', '.join(missing)}: cannot place them")
+    missing = [names[i] for i in range(k) if lam[i, i] <= 1e-300]
+    if missing or (k and np.linalg.matrix_rank(lam) < k):
+        raise ValueError(f"no prediction and no measurement for {', '.join(missing) or 'some candidates'} "
+                         "against scratch: cannot place them")
     cov = np.linalg.inv(lam)
     cov = (cov + cov.T) / 2
     mu = cov @ h
@@ -390,10 +396,21 @@ class Picker:
         self.threshold, self.n_draws = threshold, n_draws
 
     def posterior(self, rounds: list[Round]) -> Posterior:
-        last = {s: r.index for r in rounds for s in r.alive}
-        blocks = [self.block(r, [s for s in r.alive if s != self.prior.reference and last[s] == r.index])
-                  for r in rounds]
-        return combine(self.prior, [b for b in blocks if b.names])
+        """Every round's measurements that no later round repeats: a candidate enters a round's
+        block unless a later round measured it at the same level (replayed rounds reuse the seeds
+        of the round before, so only the last counts; verify's rounds at other levels are other
+        fine-tunes). A reduced round's gains over scratch are not the protocol's (scratch and a
+        pretrained start gain differently from more images and epochs): only the differences
+        between its sources count (:attr:`Block.offset`)."""
+        blocks = []
+        for i, r in enumerate(rounds):
+            later = {s for q in rounds[i + 1:] if q.level == r.level for s in q.alive}
+            names = [s for s in r.alive if s != self.prior.reference and s not in later]
+            if names:
+                b = self.block(r, names)
+                b.offset = not r.level.full
+                blocks.append(b)
+        return combine(self.prior, blocks)
 
     def rank(self, rounds: list[Round]) -> list[str]:
         p = self.posterior(rounds)
