@@ -264,8 +264,14 @@ def test_verdict_when_a_source_clearly_wins() -> None:
 
 
 def test_paired_bootstrap_coverage_in_a_crossed_design() -> None:
-    """The 95% intervals of a mean AUC and of a paired difference cover the truth >= 90% of the time
-    (measured here: images and seeds both random, scores binormal with a known population AUC)."""
+    """The 95% intervals of a mean AUC and of a paired difference cover the truth 92-99.5% of the
+    time and are as wide as the estimator's spread across replications (the oracle) or up to 40%
+    wider, in a crossed design: images and seeds both random, scores binormal with a known
+    population AUC. Measured (150 replications x 4 simulation seeds, oracle from 2,000 further
+    replications): coverage 0.95-0.98 (mean), 0.96-0.99 (difference); width / oracle 1.08-1.11
+    (mean), 1.19-1.23 (difference: the per-seed image noise enters both the image and the seed
+    resample). An unpaired bootstrap: difference coverage 0.99-1.00, width 1.64-1.67; one that never
+    resamples seeds: coverage 0.91-0.95 / 0.87-0.91, width 0.92-0.94 / 0.85-0.86."""
     rng = np.random.default_rng(0)
     n, m, reps = 120, 4, 150
     mu = {"a": 1.2, "b": 1.0}
@@ -277,9 +283,9 @@ def test_paired_bootstrap_coverage_in_a_crossed_design() -> None:
         return float(np.trapezoid(norm.cdf((mu_c + seed_sd * z) / (np.sqrt(2) * sd_tot)) * norm.pdf(z), z))
 
     t = {k: truth(v) for k, v in mu.items()}
-    hit_a = hit_d = 0
     y = (np.arange(n) % 2).astype(np.int64)
-    for _ in range(reps):
+
+    def draw(rng: np.random.Generator) -> list[Measurement]:
         shared = rng.normal(0, 1, n)
         ms = []
         for k, v in mu.items():
@@ -289,13 +295,32 @@ def test_paired_bootstrap_coverage_in_a_crossed_design() -> None:
                 s = (v + rng.normal(0, seed_sd)) * y + shared + own + rng.normal(0, 1, n)
                 seeds[r] = (np.stack([1 - norm.cdf(s), norm.cdf(s)], 1), y, "d")
             ms.append(Measurement(k, seeds))
+        return ms
+
+    # the oracle: the spread of the point estimates (mean AUC of a; a - b) over fresh replications
+    orng = np.random.default_rng(12345)
+    pts = np.array([[np.mean([weighted_auc(*mm.seeds[r][:2])[0] for r in range(m)]) for mm in draw(orng)]
+                    for _ in range(2000)])
+    oracle_a = 2 * 1.96 * pts[:, 0].std(ddof=1)
+    oracle_d = 2 * 1.96 * (pts[:, 0] - pts[:, 1]).std(ddof=1)
+    hit_a = hit_d = 0
+    width_a, width_d = [], []
+    for _ in range(reps):
+        ms = draw(rng)
         res = paired_bootstrap(ms, n_boot=400, seed=int(rng.integers(1 << 30)))
         lo, hi = np.percentile(res.boot[0], [2.5, 97.5])
         hit_a += lo <= t["a"] <= hi
+        width_a.append(hi - lo)
         dlo, dhi = np.percentile(res.boot[0] - res.boot[1], [2.5, 97.5])
         hit_d += dlo <= t["a"] - t["b"] <= dhi
-    assert hit_a / reps >= 0.9, hit_a / reps
-    assert hit_d / reps >= 0.9, hit_d / reps
+        width_d.append(dhi - dlo)
+    # the lower bounds kill a bootstrap that never resamples seeds (coverage 0.91, width 0.94 / 0.86)
+    assert 0.92 <= hit_a / reps <= 0.995, hit_a / reps
+    # the upper bound kills an unpaired bootstrap (difference coverage 1.00); the lower, no seed resampling (0.91)
+    assert 0.93 <= hit_d / reps <= 0.995, hit_d / reps
+    # width vs the oracle: the lower bounds kill no seed resampling (0.94 / 0.86), the upper an unpaired bootstrap (1.67)
+    assert 1.0 <= np.mean(width_a) / oracle_a <= 1.25, np.mean(width_a) / oracle_a
+    assert 1.0 <= np.mean(width_d) / oracle_d <= 1.4, np.mean(width_d) / oracle_d
 
 
 def test_halving_schedule_respects_the_budget() -> None:
