@@ -9,7 +9,7 @@ against it. Static ranking: leave-one-group-out. Estimators: per-target numbers,
 the best non-probing method is picked after the fact (which favours it). ``--shipped`` also
 runs the nested leave-one-group-out (``run_loto``, stored Optuna studies; ~20 s on KB local)
 and scores its held-out ``shipped``/``shipped+est`` rankings against the same truth seeds.
-Goal (issue 11, item 5): at <= 25% of full compute, verify's mean regret <= half that of the
+Goal: at <= 25% of full compute, verify's mean regret <= half that of the
 best non-probing method, over >= 6 held-out targets. Compute = fine-tunes run / (shortlist x
 verify seeds). Intervals: 95% bootstrap over held-out groups (2,000 resamples).
 """

@@ -195,11 +195,15 @@ def explain_order(method: str, baseline: tuple[str, int] | None, feature_row: di
 
 
 # -- a rank average's own reasons: where each of its parts ranks the source ---------------------
-def rank_average_parts(method: str) -> list[str] | None:
-    """The parts of a ``rankavg:static+a+b`` method (None for any other method)."""
+def rank_average_parts(method: str, estimators: list[str] | tuple[str, ...] = ()) -> list[str] | None:
+    """The parts of a ``rankavg:static+a+b`` method (None for any other method); ``all`` stands
+    for every one of ``estimators`` (the KB's, as ``rankavg:static+all`` averages them)."""
     if not method.startswith("rankavg:"):
         return None
-    return method.split(":", 1)[1].split("+")
+    parts = []
+    for p in method.split(":", 1)[1].split("+"):
+        parts.extend(list(estimators) if p == "all" else [p])
+    return parts
 
 
 def explain_rank_average(parts: list[str], rows, directions: dict[str, int]) -> dict[str, tuple[str, str]]:  # noqa: ANN001

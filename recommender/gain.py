@@ -46,6 +46,9 @@ def gain_info(shipped, sources: list[str]) -> dict | None:  # noqa: ANN001 - mod
                                   f"no calibrated interval: {why}"}
     info |= {"interval": True, "coverage": c, "n_cells": cov.get("n_cells"), "n_targets": cov.get("n_targets"),
              "half_width": float(cal["q"]), "label": f"{pct} interval"}
+    info["brief"] = (f"vs scratch: predicted AUC minus scratch's on your folder ± its {pct} interval, which "
+                     f"held the measured gain for {c:.0%} of {cov.get('n_cells')} held-out cells; "
+                     "neg. = the whole interval below 0")
     info["caption"] = (f"vs scratch: predicted AUC minus scratch's predicted AUC on your folder ± its "
                        f"split-conformal {pct} interval (from held-out targets' measured gains over "
                        f"scratch); under nested leave-one-group-out it held the measured gain for "
@@ -83,40 +86,102 @@ def _interval(r: dict) -> str:
     return f"[{signed(r['gain_lo'])}, {signed(r['gain_hi'])}]"
 
 
-def predicted_verdict(ranking: list[dict], info: dict | None, target_blind: bool = False) -> str | None:
+def transfer_evidence(manifest: dict | None, scenario: str) -> dict:
+    """What the KB says about transfer beyond this folder, from the saved model's manifest.
+
+    ``base_rate``: on how many of the KB's targets pretraining helped detectably (paired over
+    seeds, :func:`recommender.evaluation.scratch_sign.scratch_truth`); ``calls``: how the
+    three-outcome verdict did on held-out targets for this scenario
+    (:mod:`recommender.evaluation.verdict_calls`). Empty when the model was saved without them.
+    """
+    ev = (manifest or {}).get("transfer_evidence") or {}
+    calls = next((r for r in ev.get("verdict_calls") or [] if r.get("scenario") == scenario), None)
+    return {k: v for k, v in (("base_rate", ev.get("base_rate")), ("calls", calls)) if v}
+
+
+def predicted_verdict(ranking: list[dict], info: dict | None, target_blind: bool = False,
+                      evidence: dict | None = None, unreliable: str | None = None) -> str | None:
     """'predicted: …' — whether any source is expected to beat training from scratch here.
 
-    Over the full ranking (before --top). No scratch in the KB: None (no claim). ``target_blind``:
-    the order is the static ranking, so the verdict says it is the same for any folder.
+    Three outcomes from the gain intervals: *helps* (the best source's interval lies above 0),
+    *hurts* (every source's interval lies below 0) or *cannot tell* (then the KB's base rate and
+    "run verify"). Over the full ranking (before --top). No scratch in the KB: None (no claim).
+    ``target_blind``: the order is the static ranking, so the verdict says it is the same for
+    any folder. ``unreliable``: why the folder cannot carry a verdict (then no gain is claimed).
     """
-    text = _verdict(ranking, info)
+    if unreliable:
+        return (f"no claim: {unreliable}, so the estimates on this folder are unreliable and no "
+                "gain over scratch is claimed; add labelled images before measuring.")
+    if info is None:
+        return None
+    text = _verdict(ranking, info, evidence or {})
     if text and target_blind:
         text += " (From the KB's records alone: the same for any folder.)"
     return text
 
 
-def _verdict(ranking: list[dict], info: dict | None) -> str | None:
-    if info is None:
+def _base_rate_text(evidence: dict) -> str:
+    b = evidence.get("base_rate") or {}
+    if not b.get("n"):
+        return ""
+    return (f" On this KB pretraining helped detectably on {b['helps']} of {b['n']} targets "
+            "(paired over seeds).")
+
+
+def _calls_text(evidence: dict, call: str) -> str:
+    c = evidence.get("calls") or {}
+    if call == "helps" and c.get("n_helps"):
+        return (f" On held-out targets, 'helps' calls were right {c['helps_right']}/{c['n_helps']} "
+                f"[{c['helps_right_lo']:.2f}, {c['helps_right_hi']:.2f}].")
+    if call == "hurts" and c.get("n_hurts"):
+        return f" On held-out targets, 'hurts' calls were right {c['hurts_right']}/{c['n_hurts']}."
+    return ""
+
+
+def verdict_call(ranking: list[dict], info: dict | None) -> str | None:
+    """'helps' | 'hurts' | 'cannot tell' from the gain intervals (None: no gain or no interval)."""
+    if info is None or not info.get("interval"):
         return None
+    rows = [r for r in ranking if r["source"] != info["reference"] and r.get("gain_lo") is not None]
+    if not rows:
+        return None
+    if max(r["gain_lo"] for r in rows) > 0:
+        return "helps"
+    if max(r["gain_hi"] for r in rows) < 0:
+        return "hurts"
+    return "cannot tell"
+
+
+def _verdict(ranking: list[dict], info: dict, evidence: dict) -> str | None:
     sources = [r for r in ranking if r["source"] != info["reference"] and r.get("gain_vs_scratch") is not None]
     if not sources:
         return None
     best = max(sources, key=lambda r: r["gain_vs_scratch"])
-    none = ("predicted: no source is expected to beat training from scratch on this folder; "
-            "verify the top candidates to measure.")
+    base = _base_rate_text(evidence)
+    run = " Run `catscans verify` to measure."
     neg = [r["source"] for r in ranking if r.get("negative_transfer")]
     neg_txt = (f" Negative transfer (predicted: interval below 0): {', '.join(neg)}." if neg else "")
-    if not info["interval"]:
+    g = signed(best["gain_vs_scratch"])
+    call = verdict_call(ranking, info)
+    if call is None:  # a gain without a checked interval: no call either way
         if best["gain_vs_scratch"] <= 0:
-            return none
-        return (f"predicted: best source {best['source']} {signed(best['gain_vs_scratch'])} AUC over scratch "
-                "(no calibrated interval for the gain, so no claim that it is detectable); "
-                "verify the top candidates to measure.")
+            return "predicted: no source is expected to beat training from scratch on this folder." + base + run
+        return (f"cannot tell from prediction: best source {best['source']} {g} AUC over scratch, with "
+                "no calibrated interval for the gain." + base + run)
     label = info["label"]
-    if best["gain_lo"] is None or best["gain_lo"] <= 0:
-        return (none + f" Best source: {best['source']}, {signed(best['gain_vs_scratch'])} "
-                       f"{_interval(best)} AUC over scratch ({label})." + neg_txt)
-    return (f"predicted: {best['source']} is expected to beat training from scratch by "
-            f"{signed(best['gain_vs_scratch'])} AUC {_interval(best)} ({label}, which held the measured "
-            f"gain for {info['coverage']:.0%} of {info['n_cells']} held-out cells, {info['n_targets']} "
-            "targets)." + neg_txt)
+    if call == "helps":
+        top = max((r for r in sources if r.get("gain_lo") is not None), key=lambda r: r["gain_lo"])
+        return (f"predicted: pretraining helps here. {top['source']} is expected to beat training from "
+                f"scratch by {signed(top['gain_vs_scratch'])} AUC {_interval(top)} ({label}; it held the "
+                f"measured gain for {info['coverage']:.0%} of {info['n_cells']} held-out cells)."
+                + _calls_text(evidence, "helps") + neg_txt)
+    if call == "hurts":
+        return ("predicted: pretraining hurts here. Every source is expected to do worse than training "
+                f"from scratch (best {best['source']}, {g} AUC {_interval(best)}, {label})."
+                + _calls_text(evidence, "hurts") + run)
+    if best["gain_vs_scratch"] <= 0:
+        return ("predicted: no source is expected to beat training from scratch on this folder (best "
+                f"{best['source']}, {g} AUC {_interval(best)}, {label}), but no interval lies below 0 "
+                "either." + base + run + neg_txt)
+    return (f"cannot tell from prediction whether pretraining helps: the best source, {best['source']}, "
+            f"{g} AUC {_interval(best)} over scratch ({label}), may not beat it." + base + run + neg_txt)

@@ -28,7 +28,7 @@ from recommender.explain import (
     rank_average_parts,
     weights_location,
 )
-from recommender.gain import gain_fields, gain_info, predicted_verdict
+from recommender.gain import gain_fields, gain_info, predicted_verdict, transfer_evidence
 from recommender.grounds import (
     near_duplicate_note,
     near_duplicate_sources,
@@ -36,6 +36,7 @@ from recommender.grounds import (
     order_grounds,
     similarities_by_source,
 )
+from recommender.guard import label_problems, warning_text
 
 MIN_IMAGES = 10
 
@@ -62,6 +63,8 @@ class Recommendation:
     gain: dict | None = None  # what gain_vs_scratch is, its interval's measured coverage (None: no scratch)
     verdict: str | None = None  # predicted: does any source beat training from scratch here?
     grounds: dict | None = None  # what the order rests on: target-blind?, the nearest KB targets
+    method_notes: list[str] = field(default_factory=list)  # how the method was chosen (--wide, json)
+    estimates_reliable: bool | None = None  # False: the folder's labels are too thin (recommender.guard)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -149,22 +152,26 @@ def _transferability_by_source(pairs: pd.DataFrame) -> dict[str, dict[str, float
             for src, g in tx.groupby("source")}
 
 
+_LABELS = {"static": "static ranking", "learned": "learned model", "learned+est": "learned model with estimates",
+           "stack+est": "learned stack of the estimates", "estimate:best": "the inner-best estimate",
+           "rankavg:static+all": "rank average of static + every estimate"}
+
+
 def _method_label(shipped) -> str:  # noqa: ANN001
-    """'static ranking', 'meta-model (LightGBM)', 'rank average of static + knn_acc', ... for the shipped method."""
+    """'static ranking', 'learned model with estimates', 'rank average of static + knn_acc', ...
+    for the shipped method (a user reads words, not registry names)."""
     m = shipped.method
-    if m == "static":
-        label = "static ranking"
-    elif m.startswith("meta"):
-        label = f"meta-model ({shipped.words or 'LightGBM'})"
-    elif m.startswith("rankavg:"):
-        label = "rank average of " + " + ".join(m.split(":", 1)[1].split("+"))
-    elif m.startswith("estimate:"):
-        label = f"{m.split(':', 1)[1]} estimate"
-    elif m.startswith("residual"):
-        label = "static prior + residual model"
-    else:
-        label = m
-    return label
+    if m in _LABELS:
+        return _LABELS[m]
+    if m.startswith("meta"):
+        return f"meta-model ({shipped.words or 'LightGBM'})"
+    if m.startswith("rankavg:"):
+        return "rank average of " + " + ".join(m.split(":", 1)[1].split("+"))
+    if m.startswith("estimate:"):
+        return f"{m.split(':', 1)[1]} estimate"
+    if m.startswith("residual"):
+        return "static prior + residual model"
+    return m
 
 
 def _explain_baseline(shipped) -> tuple[str, tuple[str, int] | None]:  # noqa: ANN001
@@ -181,21 +188,34 @@ def _explain_baseline(shipped) -> tuple[str, tuple[str, int] | None]:  # noqa: A
     return m, None
 
 
+def _level_words(shipped) -> str:  # noqa: ANN001
+    """What the predicted AUC is made of, in words (the learned level of the folder or the KB's mean)."""
+    lm = shipped.level_model
+    learned = lm is not None and lm.model is not None
+    level = ("the level learned for your folder (ridge regression on its card"
+             + (" and scratch's estimates on it" if lm is not None and lm.use_estimates else "") + ")"
+             if learned else "the KB's average level")
+    dev = ("the learned model's deviation for the source" if getattr(shipped.fitted, "auc_units", False)
+           else "the KB's spread times the source's normal score in the order")
+    return f"The predicted AUC is {level} plus {dev}, so it orders like the ranking"
+
+
 def _interval_info(shipped) -> dict | None:  # noqa: ANN001
     """What the predicted-AUC interval is and its measured coverage (None: no calibrated interval)."""
     cal, cov = shipped.calibration or {}, (shipped.validated or {}).get("coverage") or {}
     if cal.get("q") is None or cov.get("coverage") is None:
         return None
     level = float(cal.get("nominal", 0.8))
+    pct = f"{int(round(100 * level))}%"
+    held = (f"under nested leave-one-group-out it held the true AUC for {float(cov['coverage']):.0%} of "
+            f"{cov.get('n_cells')} held-out cells ({cov.get('n_targets')} targets)")
     return {"level": level, "coverage": float(cov["coverage"]), "lo_key": "lo80", "hi_key": "hi80",
-            "label": f"{int(round(100 * level))}% interval",
+            "label": f"{pct} interval",
             "n_cells": cov.get("n_cells"), "n_targets": cov.get("n_targets"),
             "over": f"nested leave-one-group-out, {cov.get('n_cells')} cells of {cov.get('n_targets')} targets",
-            "caption": (f"split-conformal {int(round(100 * level))}% interval from held-out targets' "
-                        f"residuals; under nested leave-one-group-out it held the true AUC for "
-                        f"{float(cov['coverage']):.0%} of {cov.get('n_cells')} held-out cells "
-                        f"({cov.get('n_targets')} targets). The predicted AUC is the KB's average level "
-                        "moved by the source's rank, so it orders like the ranking")}
+            "brief": held,
+            "caption": (f"split-conformal {pct} interval from held-out targets' residuals; {held}. "
+                        + _level_words(shipped))}
 
 
 def _validation_notes(shipped) -> list[str]:  # noqa: ANN001
@@ -262,6 +282,10 @@ def _read_target(target: str | Path, progress: bool) -> ImageSet:
     return imageset
 
 
+def _n_classes(imageset: ImageSet) -> int:
+    return sum(1 for v in (imageset.card.class_counts or {}).values() if v > 0)
+
+
 def _pair_features(kb: KnowledgeBase, profile, imageset: ImageSet, tcard: dict,  # noqa: ANN001
                    use_transferability: bool) -> pd.DataFrame:
     """source, feature, value rows for the new target (similarities, domain, transferability)."""
@@ -325,20 +349,28 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     profile = profile_dataset(imageset)
     timings["meta_features"] = time.perf_counter() - t
 
-    use_tx = imageset.labelled and kbase.has_checkpoints
+    can_tx = imageset.labelled and kbase.has_checkpoints
+    problems = label_problems(imageset.card.to_dict()) if can_tx else []
+    use_tx = can_tx and not problems  # thin labels: the estimates are shown, marked, never used
     shipped = model.scenario(estimates=use_tx)
-    notes: list[str] = _validation_notes(shipped)
+    notes: list[str] = []
+    if problems:
+        notes.append(warning_text(problems))
     if not imageset.labelled:
         notes.append("unlabelled folder: label-free meta-features only (no class separability, no "
                      "transferability estimates, no Task2Vec distances: each needs labels)")
     elif not kbase.has_checkpoints:
         notes.append(f"KB '{kb_name}' ships no source checkpoints: no transferability estimates")
     t = time.perf_counter()
-    pairs = _pair_features(kbase, profile, imageset, card, use_tx)
+    show_tx = use_tx or (can_tx and _n_classes(imageset) >= 2)
+    pairs = _pair_features(kbase, profile, imageset, card, show_tx)
     timings["similarity"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    rows = rows_for_new_target(kbase, card, profile.meta, pairs)
+    from meta_features.transferability import ESTIMATORS
+
+    model_pairs = pairs if use_tx else pairs[~pairs["feature"].isin(list(ESTIMATORS))]
+    rows = rows_for_new_target(kbase, card, profile.meta, model_pairs)
     ranked = model.rank(rows, estimates=use_tx)  # order, predicted AUC and interval: one score
     contrib = model.contributions(rows, estimates=use_tx)
     timings["meta_model"] = time.perf_counter() - t
@@ -353,11 +385,12 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
     if explain_base is None and explain_method != "meta" and callable(own):
         contrib, explain_method = own(rows), "model"  # the order's own terms, not the meta-model's view
     frows = rows.drop_duplicates("source").set_index("source")
-    parts = rank_average_parts(shipped.method)
+    ctx = getattr(shipped.fitted, "ctx", None) or shipped.ctx
+    parts = rank_average_parts(shipped.method, list(getattr(ctx, "estimators", None) or ()))
     by_parts = (explain_rank_average(
         parts, frows.reset_index(), getattr(getattr(shipped.fitted, "ctx", None), "directions", None) or {})
                 if parts else {})
-    gain = gain_info(shipped, list(kbase.sources))
+    gain = None if problems else gain_info(shipped, list(kbase.sources))
     static_auc = (
         float(ranked.loc[ranked["source"] == static_pick, "predicted_auc"].iloc[0])
         if static_pick is not None and (ranked["source"] == static_pick).any() else np.nan
@@ -386,7 +419,9 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
             "transferability": tx.get(src, {}),
             "similarities": sims.get(src, {}),
         })
-    verdict = predicted_verdict(out, gain, shipped.method == "static")  # every source, before --top
+    verdict = predicted_verdict(  # every source, before --top
+        out, gain, shipped.method == "static", transfer_evidence(model.manifest, "estimates" if use_tx else "any"),
+        unreliable="; ".join(problems) if problems else None)
     blind = shipped.method == "static" or not use_tx
     grounds = order_grounds(shipped.method, imageset.labelled, kbase.has_checkpoints, use_tx, kb_name,
                             nearest_targets(kbase, profile) if blind else {})
@@ -414,5 +449,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         grounds=grounds,
         ranking=out,
         notes=notes,
+        method_notes=_validation_notes(shipped),
+        estimates_reliable=(not problems) if show_tx else None,
         timings_s={k: round(v, 3) for k, v in timings.items()},
     )

@@ -14,10 +14,10 @@ from _scratch_kb import WINS, scratch_kb
 from experiments.knowledge_base import SCRATCH
 from recommender.evaluation import conformal, selection
 from recommender.evaluation.selection import Folds, Procedure
-from recommender.gain import gain_fields, gain_info, gain_text, predicted_verdict
+from recommender.gain import gain_fields, gain_info, gain_text, predicted_verdict, verdict_call
 from recommender.model import build_meta_dataset, fold_rows, load_recommender
 
-CANDS = ("static", "estimate:est_good", "estimate:est_noise")
+CANDS = ("static", "estimate:best")  # the inner-best single estimate: est_good here (est_noise sees nothing)
 
 
 def _procedure(kb) -> Procedure:  # noqa: ANN001
@@ -42,7 +42,7 @@ def _first(preds: pd.DataFrame, method: str, target: str) -> str:
 def test_scratch_is_placed_by_its_own_estimates_not_by_the_prior(outer):
     fos, _ = outer
     preds = pd.concat([f.predictions for f in fos], ignore_index=True)
-    assert {f.choices["estimates"].method for f in fos} == {"estimate:est_good"}
+    assert {f.choices["estimates"].method for f in fos} == {"estimate:best"}
     for t in WINS:  # scratch wins here and its estimates say so: the shipped order puts it first
         assert _first(preds, "shipped+est", t) == SCRATCH
         assert _first(preds, "static", t) != SCRATCH  # control: by the prior alone it is not first
@@ -119,16 +119,53 @@ def _ranking(cells: pd.DataFrame, info: dict) -> list[dict]:
 def test_verdict_says_no_gain_where_scratch_wins_and_names_the_gain_elsewhere(outer):
     _, iv = outer
     est = iv[iv["scenario"] == "estimates"]
+    ev = {"base_rate": {"helps": 7, "n": 10}}
+    calls = {}
     for t, g in est.groupby("target"):
-        v = predicted_verdict(_ranking(g, INFO), INFO)
-        if t in WINS:
-            assert v.startswith("predicted: no source is expected to beat training from scratch on "
-                                "this folder; verify the top candidates to measure."), (t, v)
-        else:
-            assert " is expected to beat training from scratch by +0.0" in v and "84% of 110" in v, (t, v)
-            assert "no source" not in v
+        ranking = _ranking(g, INFO)
+        v = predicted_verdict(ranking, INFO, evidence=ev)
+        calls[t] = verdict_call(ranking, INFO)
+        best = max(r["gain_vs_scratch"] for r in ranking if r["source"] != SCRATCH)
+        if calls[t] == "helps":
+            assert v.startswith("predicted: pretraining helps here.") and "84% of 110" in v, (t, v)
+            assert " is expected to beat training from scratch by +0.0" in v and "no source" not in v
+        elif calls[t] == "hurts":
+            assert v.startswith("predicted: pretraining hurts here. Every source is expected"), (t, v)
+        else:  # cannot tell: the KB's base rate and "run verify"; "no source …" only for a gain ≤ 0
+            assert "helped detectably on 7 of 10 targets" in v and "catscans verify" in v, (t, v)
+            assert v.startswith("predicted: no source is expected") == (best <= 0), (t, v)
+    # the fixture's scratch-wins targets get no 'helps' call, the others no 'hurts' call
+    assert all(calls[t] != "helps" for t in WINS)
+    assert all(calls[t] != "hurts" for t in set(calls) - set(WINS))
+    assert "helps" in calls.values()  # the call is made where the fixture's estimates carry it
     # no scratch in the KB: no gain, no claim
     assert predicted_verdict(_ranking(est[est["source"] != SCRATCH], INFO), None) is None
+
+
+def test_verdict_has_three_outcomes_from_the_intervals():
+    def rows(*lohi):
+        return [{"source": SCRATCH, "gain_vs_scratch": 0.0, "gain_lo": None, "gain_hi": None}] + [
+            {"source": f"s{i}", "gain_vs_scratch": (lo + hi) / 2, "gain_lo": lo, "gain_hi": hi,
+             "negative_transfer": hi < 0} for i, (lo, hi) in enumerate(lohi)]
+
+    ev = {"base_rate": {"helps": 21, "n": 28},
+          "calls": {"n_helps": 7, "helps_right": 6, "helps_right_lo": 0.49, "helps_right_hi": 0.97}}
+    up = rows((0.01, 0.05), (-0.02, 0.02))
+    assert verdict_call(up, INFO) == "helps"
+    v = predicted_verdict(up, INFO, evidence=ev)
+    assert v.startswith("predicted: pretraining helps here. s0 is expected to beat") and "right 6/7" in v
+    down = rows((-0.05, -0.01), (-0.04, -0.02))
+    assert verdict_call(down, INFO) == "hurts"
+    assert predicted_verdict(down, INFO, evidence=ev).startswith("predicted: pretraining hurts here.")
+    unsure = rows((-0.01, 0.05), (-0.05, -0.01))
+    assert verdict_call(unsure, INFO) == "cannot tell"
+    v = predicted_verdict(unsure, INFO, evidence=ev)
+    assert v.startswith("cannot tell from prediction") and "21 of 28 targets" in v and "s1" in v  # s1 neg.
+    # "no source is expected to beat scratch" only when the best predicted gain is ≤ 0
+    flat = rows((-0.04, 0.0), (-0.06, 0.01))
+    assert predicted_verdict(flat, INFO, evidence=ev).startswith("predicted: no source is expected")
+    # thin labels: no claim at all, whatever the intervals say
+    assert predicted_verdict(up, INFO, unreliable="1 class").startswith("no claim: 1 class")
 
 
 def test_row_marks_and_cells():
@@ -161,7 +198,7 @@ def test_saved_model_ships_a_checked_gain_interval_and_old_models_still_load(shi
     root, md = shipped_dir
     rec = load_recommender("scratchy", root=root)
     shipped = rec.scenario(estimates=True)
-    assert shipped.method == "estimate:est_good"
+    assert shipped.method == "estimate:best" and shipped.fitted.estimator == "est_good"
     assert shipped.calibration["gain"]["q"] > 0
     cov = shipped.validated["coverage"]["gain"]
     assert cov["n_cells"] == 110 and cov["n_targets"] == 10
@@ -172,7 +209,7 @@ def test_saved_model_ships_a_checked_gain_interval_and_old_models_still_load(shi
     assert ranked.iloc[0]["source"] == SCRATCH  # t0 is a scratch-wins target
     other = ranked[ranked["source"] != SCRATCH]
     assert np.isfinite(other["gain_lo"]).all() and (other["gain_hi"] - other["gain_lo"] > 0).all()
-    assert predicted_verdict(_ranking(ranked, info), info).startswith("predicted: no source is expected")
+    assert verdict_call(_ranking(ranked, info), info) != "helps"
 
     # a manifest saved before gain calibration: loads, ranks, shows the point gain and no interval
     man_path = root / "scratchy" / "manifest.json"
@@ -189,5 +226,5 @@ def test_saved_model_ships_a_checked_gain_interval_and_old_models_still_load(shi
     up = [{"source": "a", **gain_fields(pd.Series({"source": "a", "predicted_gain": 0.02}), info)},
           {"source": SCRATCH, **gain_fields(pd.Series({"source": SCRATCH, "predicted_gain": 0.0}), info)}]
     v = predicted_verdict(up, info)
-    assert v.startswith("predicted: best source a +0.020 AUC over scratch (no calibrated interval for the gain")
+    assert v.startswith("cannot tell from prediction: best source a +0.020 AUC over scratch, with no calibrated")
     assert gain_info(old, ["a", "b"]) is None  # no scratch source: no gain column at all

@@ -137,7 +137,7 @@ def test_kb_with_checkpoints_shows_transferability_for_labelled_target(tmp_path:
 
     shipped = load_recommender("local").scenario(estimates=True)
     assert shipped.scenario == "estimates" and rec["method"] == _method_label(shipped)
-    table = _run("--target", str(root), "--kb", "local")
-    assert table.exit_code == 0 and "transferability estimates" in table.stdout
+    table = _run("--target", str(root), "--kb", "local", "--wide")  # the estimates table: --wide
+    assert table.exit_code == 0 and "transferability estimates on your images (higher" in table.stdout
     csv = _run("--target", str(root), "--kb", "local", "--format", "csv")
     assert "tx_logme" in csv.stdout.splitlines()[0]

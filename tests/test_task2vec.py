@@ -129,13 +129,18 @@ def test_cap_per_class(sets):
 
 # -- (3) a zero-loss head has ~zero Fisher ---------------------------------------------------
 def _certain_head(z: np.ndarray, y: np.ndarray, sign: float) -> nn.Linear:
-    """A least-squares one-vs-rest head scaled until softmax saturates (sign -1: certain and wrong)."""
+    """A least-squares one-vs-rest head scaled until softmax saturates (sign -1: certain and wrong).
+
+    Wrong = the right head with its classes shifted by one (it predicts y + 1 mod k with the same
+    margins). Negating the weights instead made the margin between the two lowest classes the
+    one to scale, up to 1e10 logits, where float32 cannot resolve a 1e4 gap any more."""
     k = int(y.max()) + 1
     x1 = np.hstack([z, np.ones((len(z), 1), np.float32)]).astype(np.float64)
     target = np.eye(k)[y] * 2 - 1
     w = np.linalg.lstsq(x1, target, rcond=None)[0]
     assert (np.argmax(x1 @ w, 1) == y).all(), "synthetic features should be separable"
-    w *= sign
+    if sign < 0:
+        w = np.roll(w, 1, axis=1)  # column c now scores class c - 1: argmax = y + 1 mod k
     top2 = np.sort(x1 @ w, 1)[:, -2:]
     w *= 1e4 / max(float((top2[:, 1] - top2[:, 0]).min()), 1e-6)  # every margin >= 1e4 logits
     head = nn.Linear(z.shape[1], k)

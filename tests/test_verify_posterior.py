@@ -347,7 +347,7 @@ def test_evaluate_meta_rows_take_the_prior_from_the_held_out_intervals() -> None
         assert s.loc[r, "vs"] == "shipped+est" and s.loc[r, "vs_n"] == 4 and s.loc[r, "vs_diff"] == pytest.approx(0)
     assert not ev.picks["displaced"].any() and len(ev.picks) == 4 * 8
     assert "its prior is shipped+est's held-out prediction" in ev.notes[0]
-    assert any(n.startswith("Issue 23 goal") for n in ev.notes)
+    assert any(n.startswith("Goal: verify, at every budget") for n in ev.notes)
     json.dumps(ev.to_dict())
     flat = replay_report.evaluate(kb, pd.DataFrame(rows))  # no intervals: a flat prior, still anchored
     assert "a flat prior" in flat.notes[0]

@@ -176,7 +176,11 @@ def register(app: typer.Typer) -> None:
         )
         from recommender.evaluation.ceiling import noise_ceiling
         from recommender.evaluation.correlation import task2vec_sentences
-        from recommender.evaluation.level_report import difficulty_table, level_sentences, level_table
+        from recommender.evaluation.level_report import (
+            difficulty_table,
+            level_sentences,
+            level_table,
+        )
         from recommender.evaluation.ranking_metrics import comparability_notes, n_used
         from recommender.evaluation.reference import agreement_sentences, study_agreement
         from recommender.model import build_meta_dataset, models_dir
@@ -238,7 +242,8 @@ def register(app: typer.Typer) -> None:
         if do_save:
             err.print(f"choosing and training the shipped model on all {len(md.targets)} targets → {model_dir}")
             loto.train_final(md, result, retune=retune, n_trials=trials,
-                             extra={"noise_ceiling": ceiling, "study_agreement": agreement})
+                             extra={"noise_ceiling": ceiling, "study_agreement": agreement,
+                                    "transfer_evidence": verdict_calls.evidence(vcalls, scr)})
         shipped_now = _shipped_methods(model_dir)
         corr = correlation_report(kbase, md)
         t2v = task2vec_sentences(corr)  # the seed study's similarity, computed here, vs its r −0.11
@@ -284,6 +289,7 @@ def register(app: typer.Typer) -> None:
         if ver_tbl is not None:
             tables["verify_replay"] = ver.summary
             tables["verify_replay_picks"] = ver.picks  # per target: predicted first, verify's pick, moved?
+        tables = {k: v for k, v in tables.items() if len(v.columns)}  # a table with no columns has no CSV
         scr_cap = scr.caption() if scr is not None else scr_note
         ver_cap = ver.notes[0] if ver_tbl is not None else ver
         captions = {scr_cap, ver_cap}

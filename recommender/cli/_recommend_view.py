@@ -73,6 +73,7 @@ def interval_info(rec: Any) -> dict | None:
             return None
         return {"lo": iv.get("lo_key", "lo80"), "hi": iv.get("hi_key", "hi80"),
                 "label": iv.get("label", f"{int(round(100 * iv.get('level', 0.8)))}% interval"),
+                "brief": iv.get("brief"),
                 "caption": iv.get("caption") or f"held the true AUC for {iv['coverage']:.0%} of "
                                                  f"held-out cells ({iv.get('over', 'LOTO')})"}
     cov = (rec.validation or {}).get("coverage80")
@@ -266,7 +267,23 @@ def _method_sentence(rec: Any) -> str:
 
 
 _KNOWN_TOP = {"target", "target_card", "labelled", "kb", "kb_choice", "method", "validation", "ranking",
-              "notes", "timings_s", "interval", "noise_ceiling", "gain", "verdict", "grounds"}
+              "notes", "timings_s", "interval", "noise_ceiling", "gain", "verdict", "grounds",
+              "method_notes", "estimates_reliable"}
+COMPACT_ROWS = 10  # the default table: the top 10 and scratch; --wide, --top K or json for the rest
+
+
+def compact_rows(ranking: list[dict], n: int = COMPACT_ROWS) -> tuple[list[dict], int]:
+    """The rows the default table shows (the top ``n``, then scratch when it is further down) and
+    how many it leaves out. A ranking of at most ``n + 2`` rows is shown whole."""
+    if len(ranking) <= n + 2:
+        return ranking, 0
+    shown = ranking[:n] + [r for r in ranking[n:] if r.get("source") == "scratch"]
+    return shown, len(ranking) - len(shown)
+
+
+def _brief(text: str) -> str:
+    """A caption's first clause (before its parenthesised rule or its first '; ')."""
+    return text.split(" (rule:", 1)[0].split("; skipped", 1)[0]
 
 
 def _other_fields(rec: Any) -> list[str]:
@@ -289,50 +306,86 @@ def _other_fields(rec: Any) -> list[str]:
 
 
 def render(rec: Any, wide: bool = False) -> None:
-    """Print the recommendation: target card, ranking, how to read it, notes, wall time."""
+    """Print the recommendation. Default: one screen at 80 columns (target card, the top 10 and
+    scratch, the verdict, what the order and the numbers are, the notes); ``--wide``: every row,
+    reasons, weights, estimates, similarities, snippets and the long captions."""
+    from rich.markup import escape
+
     out.print(target_panel(rec), soft_wrap=False, overflow="fold")  # wrap, never crop, the card
     iv = interval_info(rec)
     extras = extra_keys(rec.ranking)
     title = f"KB {rec.kb} · order: {str(rec.method).strip()}"
+    left_out = 0
     if wide:
         _print_wide(_table(rec, True, extras, iv), title)
     else:
+        full = rec.ranking
+        shown_rows, left_out = compact_rows(full)
+        view = _View(rec, shown_rows)
         shown = list(extras)
-        t = _table(rec, False, shown, iv)
+        t = _table(view, False, shown, iv)
         while shown and _least_width(t) > out.width:  # extras that do not fit go to --wide
             shown.pop()
-            t = _table(rec, False, shown, iv)
+            t = _table(view, False, shown, iv)
         mode = "full"
         for mode in ("full", "brief", "off"):  # then the gain's interval, then the gain itself
-            t = _table(rec, False, shown, iv, gain=mode)
+            t = _table(view, False, shown, iv, gain=mode)
             if _least_width(t) <= out.width:
                 break
         print_table(t, title)
         moved = [e.replace("_", " ") for e in extras[len(shown):]]
         if getattr(rec, "gain", None) is not None and mode != "full":
             moved.insert(0, "vs scratch" + (" interval" if mode == "brief" else ""))
-        if moved:
-            prose(f"more columns in --wide: {', '.join(moved)}", highlight=False)
+        more = [f"{left_out} more sources"] if left_out else []
+        if moved or more:
+            prose(f"in --wide: {', '.join(more + moved)}", highlight=False, style="dim")
     if getattr(rec, "verdict", None):
-        from rich.markup import escape
-
         prose(f"[b]verdict:[/b] {escape(rec.verdict)}", highlight=False)
+    for note in rec.notes:
+        prose(f"note: {note}", highlight=False)
+    prose(_method_sentence(rec), highlight=False)
+    if wide:
+        _wide_tail(rec, iv)
+    else:
+        auc = ("AUC: predicted test ROC-AUC after fine-tuning on your images"
+               + (f"; {iv['label']}: {iv.get('brief') or iv['caption'].rstrip('. ')}." if iv else
+                  "; no calibrated interval for this method."))
+        prose(auc, highlight=False)
+        if getattr(rec, "gain", None):
+            prose((rec.gain.get("brief") or rec.gain["caption"]).rstrip(". ") + ".", highlight=False)
+        prose(f"KB {rec.kb}: {_brief(rec.kb_choice).removeprefix('default: ')}.", highlight=False)
+        for line in _other_fields(rec):
+            prose(line, highlight=False)
+        tx = " the estimates on your images," if any(r.get("transferability") for r in rec.ranking) else ""
+        prose(f"--wide: every source, reasons, weights,{tx} similarities, how the method was chosen; "
+              "--format json: everything", highlight=False, style="dim")
+    ts = rec.timings_s or {}
+    prose(f"took {wall_time():.1f} s wall (read {ts.get('read', 0):.1f} s, meta-features "
+          f"{ts.get('meta_features', 0):.1f} s; start-up and imports are the rest)", highlight=False)
+
+
+class _View:
+    """A recommendation seen through a subset of its rows (for the compact table)."""
+
+    def __init__(self, rec: Any, ranking: list[dict]) -> None:
+        self._rec, self.ranking = rec, ranking
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rec, name)
+
+
+def _wide_tail(rec: Any, iv: dict | None) -> None:
+    """--wide: the estimates and similarity tables, snippets, the full captions and method notes."""
     tx = _tx_table(rec)
-    tx_title = "transferability estimates on your images (higher = should transfer better)"
     if tx is not None:
-        if wide:
-            _print_wide(tx, tx_title)
-        elif _needed_width(out, tx) <= out.width:
-            print_table(tx, tx_title)
-        else:
-            prose("transferability estimates on your images: --wide or --format json", highlight=False)
+        flag = (" — UNRELIABLE: your labels are too thin (see the note); not used for the order"
+                if getattr(rec, "estimates_reliable", None) is False else "")
+        _print_wide(tx, f"transferability estimates on your images (higher = should transfer better){flag}")
     sim = _sim_table(rec)
-    if wide and sim is not None:
+    if sim is not None:
         _print_wide(sim, "similarity of each source to your images (sim_*: higher = closer; "
                          "dist_*: lower = closer)")
-    if wide:
-        _snippets(rec)
-    prose(_method_sentence(rec), highlight=False)
+    _snippets(rec)
     auc = ("AUC: predicted test ROC-AUC after fine-tuning on your images"
            + (f"; {iv['label']}: {iv['caption'].rstrip('. ')}." if iv else
               "; this method has no calibrated interval (its spread is in --format json)."))
@@ -342,11 +395,5 @@ def render(rec: Any, wide: bool = False) -> None:
     prose(f"KB {rec.kb}: {rec.kb_choice}.", highlight=False)
     for line in _other_fields(rec):
         prose(line, highlight=False)
-    for note in rec.notes:
+    for note in getattr(rec, "method_notes", None) or []:
         prose(f"note: {note}", highlight=False)
-    if not wide:
-        prose("--wide: reasons, weights, similarities and loading snippets; --format json: everything",
-              highlight=False, style="dim")
-    ts = rec.timings_s or {}
-    prose(f"took {wall_time():.1f} s wall (read {ts.get('read', 0):.1f} s, meta-features "
-          f"{ts.get('meta_features', 0):.1f} s; start-up and imports are the rest)", highlight=False)

@@ -56,6 +56,21 @@ def evaluate(intervals: pd.DataFrame, truth: pd.DataFrame) -> list[dict]:
     return out
 
 
+def evidence(rows: list[dict], scr) -> dict | None:  # noqa: ANN001 - scratch_sign.ScratchEval | None
+    """What a saved model keeps for `recommend`'s verdict: the KB's base rate (targets where
+    pretraining helped detectably, of all with scratch) and each scenario's held-out calls."""
+    if scr is None or scr.truth.empty:
+        return None
+    b = scr.breakdown()
+
+    def clean(r: dict) -> dict:
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+
+    return {"base_rate": {"helps": b["helps"], "n": int(len(scr.truth)),
+                          "no_detectable_difference": b["no detectable difference"], "hurts": b["hurts"]},
+            "verdict_calls": [clean(r) for r in rows]}
+
+
 def table(rows: list[dict]) -> pd.DataFrame:
     """80-column view: scenario, helps calls right k/n [CI], hurts calls, cannot tell, base rate."""
     out = []

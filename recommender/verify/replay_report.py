@@ -13,7 +13,7 @@ Two verify rows per budget: ``verify@f`` is verify as it ships (halving by the p
 the pick by the displacement rule, :mod:`recommender.verify.posterior`), its prior the
 shipped method's held-out prediction rows from the nested leave-one-group-out (``intervals``:
 the held-out target never informs its own prior); ``no-prior@f`` is the same halving on the
-measured means alone (the verify of issue 11), kept for comparison. Every verify row is compared
+measured means alone (verify before it had a prior), kept for comparison. Every verify row is compared
 with the shortlist method, paired over groups (:func:`recommender.evaluation.paired.paired_comparison`);
 the best estimator and the best non-probing method are picked on these same figures (post
 hoc, which favours them).
@@ -221,16 +221,16 @@ def _goal_sentences(s: pd.DataFrame, comps: list[dict], shortlist: str, comp: di
             else math.nan
         below = bool(len(full)) and float(full["mean_regret"].iloc[0]) < ref
         ok = not worse and below
-        out.append(f"Issue 23 goal (verify at every budget not detectably worse than {shortlist}, and at "
-                   f"100% a mean regret below it): {'met' if ok else 'not met'} — "
+        out.append(f"Goal: verify, at every budget, not detectably worse than the prediction it starts from "
+                   f"({shortlist}), and at 100% a mean regret below it: {'met' if ok else 'not met'} — "
                    + (f"detectably worse at {', '.join(worse)}; " if worse else "not detectably worse at any budget; ")
                    + (f"at 100% {float(full['mean_regret'].iloc[0]):.4f} vs {ref:.4f}." if len(full) else "no 100% row."))
     if comp and comp["b"] != shortlist:  # vs the shortlist method it is printed already
         out.append(sentence(comp["a"], comp["b"], comp, metric="regret", fmt="{:+.4f}") + f" ({comp['note']}).")
     if comp:
         word = "met" if goal["met"] else "not met"
-        out.append(f"Issue 11 goal (verify at ≤ {GOAL_COMPUTE:.0%} compute has at most half the mean "
-                   f"regret of the best non-probing method, over ≥ {MIN_GOAL_TARGETS} targets): {word} — "
+        out.append(f"Goal: verify at ≤ {GOAL_COMPUTE:.0%} compute with at most half the mean regret "
+                   f"of the best non-probing method, over ≥ {MIN_GOAL_TARGETS} targets: {word} — "
                    f"{goal['verify_row']} at {_compute(s, goal_col):.0%} compute {goal['verify_regret']:.4f} "
                    f"vs half of {goal['best_non_probing']}'s {goal['best_non_probing_regret']:.4f} = "
                    f"{0.5 * goal['best_non_probing_regret']:.4f}, n = {goal['n_targets']} targets.")

@@ -4,7 +4,7 @@
 "no detectable difference". Gains over scratch follow the same rule, and a source whose
 gain is detectably below 0 is named as negative transfer. When no source is detectably
 better than scratch, the verdict says so first: that is the answer to "is pretraining
-worth it here?" (issue 16).
+worth it here?".
 """
 
 from __future__ import annotations
