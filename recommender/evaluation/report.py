@@ -142,10 +142,12 @@ def _save(fig, path: Path) -> Path:  # noqa: ANN001 - a matplotlib Figure
 
 def budget_figure(verify: pd.DataFrame, path: Path) -> Path:
     """Budget vs regret: each non-probing method at x = 0 (its 95% CI as an error bar and a dashed
-    line across), verify's budgets as a line with error bars (``verify``: the verify_replay table)."""
+    line across), verify's budgets as a line with error bars, and verify without its prior as a
+    second line (``verify``: the verify_replay table)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     v = verify[verify["kind"] == "verify"].sort_values("compute")
-    rest = verify[verify["kind"] != "verify"]
+    nop = verify[verify["kind"] == "verify, no prior"].sort_values("compute")
+    rest = verify[~verify["kind"].isin(["verify", "verify, no prior"])]
     for i, r in enumerate(rest.itertuples(index=False)):
         c = f"C{i + 1}"
         label = f"{r.row} (best estimator, post hoc)" if r.kind.startswith("best") else r.row
@@ -162,6 +164,11 @@ def budget_figure(verify: pd.DataFrame, path: Path) -> Path:
             right = r.compute > 0.8
             ax.annotate(f"{r.row} budget", (r.compute, r.mean_regret), textcoords="offset points",
                         xytext=(-5, 8) if right else (5, 5), ha="right" if right else "left", fontsize=7)
+    if len(nop):  # the same halving on the measured means alone: a line of its own, not at x = 0
+        y = nop["mean_regret"].to_numpy(dtype=float)
+        ax.errorbar(nop["compute"].to_numpy(dtype=float) + 0.01, y,
+                    yerr=[y - nop["lo"].to_numpy(dtype=float), nop["hi"].to_numpy(dtype=float) - y],
+                    fmt="^:", color="0.45", capsize=3, lw=1.2, label="verify without the prior (replayed)")
     ax.set_xlim(-0.03 * len(rest) - 0.03, 1.08)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("compute (fraction of fine-tuning the whole shortlist on every verify seed)")
