@@ -111,12 +111,20 @@ def describe_feature(name: str) -> str:
     a within-target standardised copy (``_tz``) reads as its base feature.
     """
     side = ""
+    if name.startswith("tgt_scratch_"):  # scratch's estimate on the folder: how hard it is
+        return "scratch's " + describe_feature("pair_" + name[len("tgt_scratch_"):]) + " on your folder"
+    if name == "fold_gain_prior":
+        return "source's mean gain over scratch on the KB's targets"
     name = name.removeprefix("fold_")
     for prefix, words in _SIDES:
         if name.startswith(prefix):
             side, name = words, name[len(prefix):]
             break
     low = name.lower()
+    if low.endswith("_vs_scratch"):  # the learned model's "source's estimate minus scratch's"
+        return side + describe_feature(name[: -len("_vs_scratch")]) + " minus scratch's"
+    if low == "is_scratch":
+        return "training from scratch (no pretrained source)"
     base = low.removeprefix("pair_").removesuffix("_tz")
     if base in _EXACT:
         return side + _EXACT[base] + (" (relative to the other candidates)" if low.endswith("_tz") else "")
@@ -142,9 +150,9 @@ def reasons(contrib_row: dict[str, float], k: int = 3) -> str:
 # -- the "why" of the method that set the order, and one word of evidence ----------------
 # Substring of a feature/column name -> one word for the compact table (first match wins).
 _EVIDENCE: list[tuple[str, str]] = [
-    ("prior", "KB-record"), ("nleep", "N-LEEP"), ("leep", "LEEP"), ("logme", "LogME"),
+    ("is_scratch", "scratch"), ("prior", "KB-record"), ("nleep", "N-LEEP"), ("leep", "LEEP"), ("logme", "LogME"),
     ("nce", "NCE"), ("hscore", "H-score"), ("knn", "k-NN"), ("frechet", "similarity"),
-    ("mmd", "similarity"), ("otdd", "similarity"), ("cosine", "similarity"), ("euclid", "similarity"),
+    ("mmd", "similarity"), ("otdd", "similarity"), ("cosine", "similarity"), ("euclid", "similarity"), ("dist_ot", "similarity"),
     ("task2vec", "similarity"), ("domain", "domain"), ("modality", "domain"), ("expert", "domain"),
     ("n_images", "size"), ("size", "size"), ("n_classes", "task"),
 ]

@@ -85,3 +85,8 @@ def test_outcome_model_state_round_trips() -> None:
     back = OutcomeModel.from_state(m.state(), ctx)
     assert np.allclose(back.level(test), m.level(test))
     assert np.allclose(back.deviation(test), m.deviation(test))
+    # the reasons `recommend --wide` prints are the deviation's own terms: they sum to it per row
+    c = back.contributions(test)
+    assert list(c.index) == list(test["source"]) and "bias" not in c
+    assert np.allclose(c.sum(axis=1).to_numpy(), back.deviation(test), atol=1e-9)
+    assert (c.abs().sum(axis=0) > 0).sum() >= 1  # some feature moves the order

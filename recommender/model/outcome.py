@@ -202,6 +202,17 @@ class OutcomeModel(Fitted):
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         return self.deviation(rows)
 
+    def contributions(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Per-source terms of the deviation (index source; LightGBM ``pred_contrib``), each centred
+        over the target's rows as the deviation is, so they sum to the score: the order's own reasons."""
+        r = _prepare(rows, self.ctx, self.use_estimates, self.prior)
+        if not self.dev_cols:
+            return pd.DataFrame(index=pd.Index(r["source"], name="source"))
+        c = pd.DataFrame(np.asarray(self.dev_model.predict(r[self.dev_cols].astype(float), pred_contrib=True)),
+                         columns=[*self.dev_cols, "bias"])
+        c = c - c.groupby(r["target"].to_numpy(), sort=False).transform("mean")
+        return c.drop(columns="bias").set_index(pd.Index(r["source"].to_numpy(), name="source"))
+
     def state(self) -> dict:
         return {"level": self.level_model.state(), "dev_booster": self.dev_model.booster_.model_to_string()
                 if hasattr(self.dev_model, "booster_") else self.dev_model.model_to_string(),
