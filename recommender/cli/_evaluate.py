@@ -326,7 +326,7 @@ def register(app: typer.Typer) -> None:
                  "mean over held-out targets [95% bootstrap CI over targets, 2,000 resamples, seed 0]")
         cap = ("shipped = the method nested selection chose inside each outer fold (its figure estimates "
                "the whole procedure); other rows: each candidate alone, for reference"
-               + (f"; {hidden} rank averages no fold chose are in --wide/--format json" if hidden else ""))
+               + (f"; {hidden} rank average{'s' if hidden != 1 else ''} that no fold chose in --wide/--format json" if hidden else ""))
 
         def render() -> None:
             show = (lambda t: print_at_width(t, natural_width(t))) if wide else out.print

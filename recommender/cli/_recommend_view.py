@@ -353,7 +353,8 @@ def render(rec: Any, wide: bool = False) -> None:
         prose(auc, highlight=False)
         if getattr(rec, "gain", None):
             prose((rec.gain.get("brief") or rec.gain["caption"]).rstrip(". ") + ".", highlight=False)
-        prose(f"KB {rec.kb}: {_brief(rec.kb_choice).removeprefix('default: ')}.", highlight=False)
+        prose(f"KB {rec.kb}: {_brief(rec.kb_choice).removeprefix('default: ').removeprefix(f'KB {rec.kb}: ')}.",
+              highlight=False)
         for line in _other_fields(rec):
             prose(line, highlight=False)
         tx = " the estimates on your images," if any(r.get("transferability") for r in rec.ranking) else ""
