@@ -7,8 +7,9 @@ with words or infinities, usage errors) and per corruption of a COPY of the ship
 ``artifacts/`` (``$CATSCANS_ARTIFACTS`` points at the copy; the real folder is never touched):
 truncated LightGBM text, reordered features.json, an unknown method, truncated records.csv,
 AUC x 100, a broken KB manifest, damaged profiles / scaler / probe / checkpoint sidecar.
-Cases that must get past the shipped model to reach their check skip, saying why, while the
-shipped model itself does not load (e.g. during a model-format change).
+Cases that must get past the shipped model to reach their check skip only when that model is
+not shipped at all (no ``artifacts/models/<kb>/manifest.json``); a shipped model that does not
+load fails them.
 """
 
 from __future__ import annotations
@@ -332,20 +333,24 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dst
 
 
-_MODEL_OK: dict[str, str | None] = {}
+_MODEL_OK: set[str] = set()
 
 
-def _model_problem(kb: str, art: Path) -> str | None:
-    """Why the shipped model of ``kb`` does not load as shipped (None: it loads)."""
+def _model_absent(kb: str, art: Path) -> str | None:
+    """Why a case needing the shipped model of ``kb`` cannot run: only that it is not shipped
+    (None: it is). A shipped model that does not load fails the test here, never skips it."""
+    if not (SHIPPED / "models" / kb / "manifest.json").exists():
+        return f"no shipped model for KB {kb} (artifacts/models/{kb}/manifest.json absent)"
     if kb not in _MODEL_OK:
         from recommender.model import load_recommender
 
         try:
             load_recommender(kb, root=art / "models")
-            _MODEL_OK[kb] = None
-        except Exception as exc:  # noqa: BLE001 - the reason is the skip message
-            _MODEL_OK[kb] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    return _MODEL_OK[kb]
+        except Exception as exc:  # noqa: BLE001 - any load failure of a shipped model is a failure
+            pytest.fail(f"the shipped model of {kb} does not load before any corruption: "
+                        f"{type(exc).__name__}: {exc}")
+        _MODEL_OK.add(kb)
+    return None
 
 
 def _run(args: list[str], art: Path, in_subprocess: bool) -> tuple[int, str, str]:
@@ -379,8 +384,9 @@ def test_bad_input(case: Case, tmp_path: Path, pristine: Path, monkeypatch: pyte
     shutil.copytree(pristine, art)
     monkeypatch.setenv("CATSCANS_ARTIFACTS", str(art))
     monkeypatch.setenv("CATSCANS_CACHE", str(tmp_path / "cache"))
-    if case.needs_model and (why := _model_problem(case.needs_model, art)):
-        pytest.skip(f"the shipped model of {case.needs_model} does not load, so this check is not reached: {why}")
+    # kills: a shipped model that no longer loads (e.g. a broken format change) hiding as skips
+    if case.needs_model and (why := _model_absent(case.needs_model, art)):
+        pytest.skip(why)
     if case.corrupt is not None:
         case.corrupt(art)
     work = tmp_path / "work"

@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         seeds: int = typer.Option(None, "--seeds", min=1, help="Most seeds per candidate (default: the KB protocol's)."),
         save_to_kb: str = typer.Option(None, "--save-to-kb", help="Append the full-protocol cells to this KB."),
         store: str = typer.Option(None, "--store", help="Results store: folder or sqlite:///path (default: the run folder)."),
-        run_root: str = typer.Option(".", "--run-root", help="Runs go under <run-root>/runs/verify/, one folder <fingerprint>-<hash> per run."),
+        run_root: str = typer.Option(".", "--run-root", help="Runs go under runs/verify/ in this folder, one folder <fingerprint>-<hash> per run."),
         arch: str = typer.Option(None, "--arch", help="Architecture of weight files without a JSON sidecar."),
         workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes."),
         threads: int = typer.Option(None, "--threads", help="CPU budget: at most this many fine-tunes at once (each runs on one torch thread; default: the CPU count)."),
