@@ -273,11 +273,13 @@ COMPACT_ROWS = 10  # the default table: the top 10 and scratch; --wide, --top K 
 
 
 def compact_rows(ranking: list[dict], n: int = COMPACT_ROWS) -> tuple[list[dict], int]:
-    """The rows the default table shows (the top ``n``, then scratch when it is further down) and
+    """The rows the default table shows (the top ``n``, then scratch and predicted negative transfer
+    further down) and
     how many it leaves out. A ranking of at most ``n + 2`` rows is shown whole."""
     if len(ranking) <= n + 2:
         return ranking, 0
-    shown = ranking[:n] + [r for r in ranking[n:] if r.get("source") == "scratch"]
+    # scratch and any predicted negative transfer are shown wherever they rank
+    shown = ranking[:n] + [r for r in ranking[n:] if r.get("source") == "scratch" or r.get("negative_transfer")]
     return shown, len(ranking) - len(shown)
 
 
