@@ -43,6 +43,9 @@ def assert_fits(text: str, width: int = 80) -> None:
     assert not long, f"{len(long)} line(s) wider than {width}: {long[0]!r}"
 
 
+from recommender.cli._recommend_view import compact_rows  # noqa: E402
+
+
 def source_rows(text: str, sources: list[str]) -> list[int]:
     """Line index of each source name standing whole on a line (never cut or folded)."""
     lines = text.splitlines()
@@ -121,7 +124,7 @@ def test_compact_table_fits_80_and_never_cuts_source_names(with_rec) -> None:
     assert res.exit_code == 0, res.output
     assert_fits(res.stdout)
     rec = fake_rec()
-    pos = source_rows(res.stdout, [r["source"] for r in rec.ranking])
+    pos = source_rows(res.stdout, [r["source"] for r in compact_rows(rec.ranking)[0]])  # the default table's rows
     assert pos == sorted(pos)  # in rank order, one line each
     assert len(set(pos)) == len(pos) and pos[-1] - pos[0] == len(pos) - 1
     assert len(res.stdout.splitlines()) < 45  # was 228 lines for 15 sources
@@ -168,7 +171,7 @@ def test_wide_has_reasons_weights_and_snippets(with_rec) -> None:
     assert f"/abs/path/{LONG}.safetensors" in res.stdout  # whole, in the snippet block
     assert "resnet-mini" in text and "28 px, 3 channels" in text and "78,042 parameters" in text
     assert res.stdout.count("    line one") == 15 and res.stdout.count("    line three") == 15
-    source_rows(res.stdout, [r["source"] for r in fake_rec().ranking])
+    source_rows(res.stdout, [r["source"] for r in compact_rows(fake_rec().ranking)[0]])
 
 
 def test_target_panel_and_notes_wrap_at_80(with_rec) -> None:
@@ -270,7 +273,8 @@ def test_real_kb_without_checkpoints_why_is_its_orders_and_cites_no_estimate(tmp
     res = run80("recommend", "--target", str(root), "--kb", "juodelyte2024")
     assert res.exit_code == 0, res.output
     assert_fits(res.stdout)
-    source_rows(res.stdout, load_kb("juodelyte2024").sources)
+    js = json.loads(run80("recommend", "--target", str(root), "--kb", "juodelyte2024", "--format", "json").stdout)
+    source_rows(res.stdout, [r["source"] for r in compact_rows(js["ranking"])[0]])  # the default table's rows
     assert "meta-model's view" not in res.stdout
     assert "mixes DICOM modalities (CT 1, MR 1)" in " ".join(res.stderr.split())
     js = json.loads(run80("recommend", "--target", str(root), "--kb", "juodelyte2024", "-f", "json").stdout)
@@ -285,7 +289,7 @@ def test_real_meta_kb_compact_wide_and_a_snippet_that_loads(labelled: Path) -> N
     assert res.exit_code == 0, res.output
     assert_fits(res.stdout)
     js = json.loads(run80("recommend", "--target", str(labelled), "--kb", "local", "-f", "json").stdout)
-    source_rows(res.stdout, [r["source"] for r in js["ranking"]])
+    source_rows(res.stdout, [r["source"] for r in compact_rows(js["ranking"])[0]])
     wide = run80("recommend", "--target", str(labelled), "--kb", "local", "--wide")
     assert wide.exit_code == 0 and "why" in wide.stdout
     shipped = [r for r in js["ranking"] if r["weights_card"].get("kind") == "kb"]

@@ -150,7 +150,7 @@ def test_real_labelled_folder_gain_on_every_row_reasons_from_its_method_and_simi
     auc = {r["source"]: r["predicted_auc"] for r in rows}
     for r in rows:
         assert r["gain_vs_scratch"] == pytest.approx(auc[r["source"]] - auc["scratch"])
-    assert rec["gain"]["reference"] == "scratch" and rec["verdict"].startswith("predicted: ")
+    assert rec["gain"]["reference"] == "scratch" and rec["verdict"].startswith(("predicted: ", "cannot tell from prediction"))
     if rec["gain"]["interval"]:  # a retrained model: the interval is there and was checked
         assert rec["gain"]["n_cells"] > 0 and all(r["gain_lo"] is not None for r in rows if r is not scratch)
     if rec["method"].startswith("rank average"):

@@ -69,7 +69,7 @@ def test_default_recommend_fits_one_screen_and_wide_has_the_rest():
     assert len(lines) <= 45, f"{len(lines)} lines:\n{res.stdout}"
     assert max(len(x) for x in lines) <= 80
     assert "higher = should transfer better" not in res.stdout  # the estimates table: --wide only
-    assert "verdict:" in res.stdout and "in --wide:" in res.stdout
+    assert "verdict:" in res.stdout and "more sources in --wide" in res.stdout
     wide = CliRunner().invoke(app, ["recommend", "--target", "demo", "--wide"], env=env)
     assert wide.exit_code == 0
     assert "higher = should transfer better" in wide.stdout and "chosen by nested selection" in wide.stdout

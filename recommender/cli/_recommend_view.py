@@ -338,9 +338,10 @@ def render(rec: Any, wide: bool = False) -> None:
         moved = [e.replace("_", " ") for e in extras[len(shown):]]
         if getattr(rec, "gain", None) is not None and mode != "full":
             moved.insert(0, "vs scratch" + (" interval" if mode == "brief" else ""))
-        more = [f"{left_out} more sources"] if left_out else []
-        if moved or more:
-            prose(f"in --wide: {', '.join(more + moved)}", highlight=False, style="dim")
+        if moved:
+            prose(f"more columns in --wide: {', '.join(moved)}", highlight=False, style="dim")
+        if left_out:
+            prose(f"{left_out} more sources in --wide", highlight=False, style="dim")
     if getattr(rec, "verdict", None):
         prose(f"[b]verdict:[/b] {escape(rec.verdict)}", highlight=False)
     for note in rec.notes:
