@@ -12,7 +12,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from recommender.verify import stats
-from recommender.verify.stats import BootResult, Measurement, compare, interval, paired_bootstrap, weighted_auc
+from recommender.verify.stats import (
+    BootResult,
+    Measurement,
+    compare,
+    interval,
+    paired_bootstrap,
+    weighted_auc,
+)
 
 
 def _binary_case(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
