@@ -96,9 +96,11 @@ def extra_keys(ranking: list[dict]) -> list[str]:
     return list(keys)
 
 
-def _table(rec: Any, wide: bool, extras: list[str], iv: dict | None, gain: str = "full") -> Table:
-    """The ranking table; ``gain``: 'full' (gain ± interval), 'brief' (the gain alone) or 'off'."""
-    ranking = rec.ranking
+def _table(rec: Any, wide: bool, extras: list[str], iv: dict | None, gain: str = "full",
+           rows: list[dict] | None = None) -> Table:
+    """The ranking table of ``rows`` (default: every row); ``gain``: 'full' (gain ± interval),
+    'brief' (the gain alone) or 'off'."""
+    ranking = rec.ranking if rows is None else rows
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     longest = max((len(str(r["source"])) for r in ranking), default=6)
     cols: list[tuple[str, Any]] = []
@@ -321,17 +323,15 @@ def render(rec: Any, wide: bool = False) -> None:
     if wide:
         _print_wide(_table(rec, True, extras, iv), title)
     else:
-        full = rec.ranking
-        shown_rows, left_out = compact_rows(full)
-        view = _View(rec, shown_rows)
+        rows, left_out = compact_rows(rec.ranking)
         shown = list(extras)
-        t = _table(view, False, shown, iv)
+        t = _table(rec, False, shown, iv, rows=rows)
         while shown and _least_width(t) > out.width:  # extras that do not fit go to --wide
             shown.pop()
-            t = _table(view, False, shown, iv)
+            t = _table(rec, False, shown, iv, rows=rows)
         mode = "full"
         for mode in ("full", "brief", "off"):  # then the gain's interval, then the gain itself
-            t = _table(view, False, shown, iv, gain=mode)
+            t = _table(rec, False, shown, iv, gain=mode, rows=rows)
             if _least_width(t) <= out.width:
                 break
         print_table(t, title)
@@ -350,10 +350,7 @@ def render(rec: Any, wide: bool = False) -> None:
     if wide:
         _wide_tail(rec, iv)
     else:
-        auc = ("AUC: predicted test ROC-AUC after fine-tuning on your images"
-               + (f"; {iv['label']}: {iv.get('brief') or iv['caption'].rstrip('. ')}." if iv else
-                  "; no calibrated interval for this method."))
-        prose(auc, highlight=False)
+        prose(_auc_caption(iv, brief=True), highlight=False)
         if getattr(rec, "gain", None):
             prose((rec.gain.get("brief") or rec.gain["caption"]).rstrip(". ") + ".", highlight=False)
         prose(f"KB {rec.kb}: {_brief(rec.kb_choice).removeprefix('default: ').removeprefix(f'KB {rec.kb}: ')}.",
@@ -368,14 +365,14 @@ def render(rec: Any, wide: bool = False) -> None:
           f"{ts.get('meta_features', 0):.1f} s; start-up and imports are the rest)", highlight=False)
 
 
-class _View:
-    """A recommendation seen through a subset of its rows (for the compact table)."""
-
-    def __init__(self, rec: Any, ranking: list[dict]) -> None:
-        self._rec, self.ranking = rec, ranking
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._rec, name)
+def _auc_caption(iv: dict | None, brief: bool) -> str:
+    """What the AUC column and its interval are: the short form (default view) or the full one."""
+    head = "AUC: predicted test ROC-AUC after fine-tuning on your images"
+    if iv is None:
+        return head + ("; no calibrated interval for this method." if brief else
+                       "; this method has no calibrated interval (its spread is in --format json).")
+    text = (iv.get("brief") if brief else None) or iv["caption"].rstrip(". ")
+    return f"{head}; {iv['label']}: {text}."
 
 
 def _wide_tail(rec: Any, iv: dict | None) -> None:
@@ -390,10 +387,7 @@ def _wide_tail(rec: Any, iv: dict | None) -> None:
         _print_wide(sim, "similarity of each source to your images (sim_*: higher = closer; "
                          "dist_*: lower = closer)")
     _snippets(rec)
-    auc = ("AUC: predicted test ROC-AUC after fine-tuning on your images"
-           + (f"; {iv['label']}: {iv['caption'].rstrip('. ')}." if iv else
-              "; this method has no calibrated interval (its spread is in --format json)."))
-    prose(auc + " evidence: what set each source's place.", highlight=False)
+    prose(_auc_caption(iv, brief=False) + " evidence: what set each source's place.", highlight=False)
     if getattr(rec, "gain", None):
         prose(rec.gain["caption"].rstrip(". ") + ".", highlight=False)
     prose(f"KB {rec.kb}: {rec.kb_choice}.", highlight=False)
