@@ -4,7 +4,10 @@
 "no detectable difference". Gains over scratch follow the same rule, and a source whose
 gain is detectably below 0 is named as negative transfer. When no source is detectably
 better than scratch, the verdict says so first: that is the answer to "is pretraining
-worth it here?".
+worth it here?". Rows the halving dropped in an earlier, smaller round (fewer seeds, or less data)
+keep their paired comparison with scratch in that round: a detectable loss there is named as
+negative transfer, and a detectable gain there is reported as such, never hidden behind the last
+round's "no detectable gain".
 """
 
 from __future__ import annotations
@@ -40,10 +43,17 @@ def verdict(rows: list[dict]) -> str:
     negative = [r["candidate"] for r in rows if r.get("vs_scratch") and r["vs_scratch"]["hi"] < 0]
     neg_txt = (f" Negative transfer (detectably worse than scratch): {', '.join(negative)}." if negative else "")
     gaining = [r for r in sources if r.get("vs_scratch") and r["vs_scratch"]["lo"] > 0]
+    earlier = [r for r in rows if not r.get("final") and r["candidate"] != SCRATCH
+               and r.get("vs_scratch") and r["vs_scratch"]["lo"] > 0]
+    early_txt = (" In an earlier, smaller round (dropped by the halving), detectably above scratch: "
+                 + ", ".join(f"{r['candidate']} {fmt_diff(r['vs_scratch'])}" for r in earlier) + "."
+                 if earlier else "")
     if has_scratch and not gaining:
         best = sources[0]
-        return (f"measured: no detectable gain from pretraining, best source {best['candidate']} "
-                f"{fmt_diff(best['vs_scratch'])} over scratch." + neg_txt)
+        head = "no detectable gain from pretraining" if not earlier else \
+            "no detectable gain over scratch in the last round"
+        return (f"measured: {head}, best source {best['candidate']} "
+                f"{fmt_diff(best['vs_scratch'])} over scratch." + early_txt + neg_txt)
     first, second = final[0], final[1] if len(final) > 1 else None
     text = f"{first['candidate']} is best"
     if second is not None:
@@ -65,4 +75,4 @@ def verdict(rows: list[dict]) -> str:
         others = [r["candidate"] for r in gaining if r not in tied]
         if others:
             text += f" (also detectably above scratch: {', '.join(others)})"
-    return text + "." + neg_txt
+    return text + "." + early_txt + neg_txt
