@@ -485,6 +485,13 @@ def test_level_model_is_cached_per_train_and_scenario(md) -> None:  # noqa: ANN0
     want = selection.LevelModel.fit(train, proc.ctx, use_estimates=True)
     np.testing.assert_array_equal(e.level(test), want.level(test))
     assert e.ctx == proc.ctx
+    # another fold's training frame gets its own model, never the cached one of an earlier frame
+    other, _ = proc.folds.outer("t0")
+    b = proc.level_model(other, "any")
+    assert b is not a and proc.level_model(train, "any") is a
+    assert not np.allclose(b.level(test), a.level(test)) or len(other) != len(train)
+    # the cache keeps the frame alive, so a copy (a new object) is fitted afresh
+    assert proc.level_model(train.copy(), "any") is not a
 
 
 def test_terms_and_cal_rows(fake_level, md) -> None:  # noqa: ANN001

@@ -241,7 +241,9 @@ class Procedure:
         self.ctx = Context.of(md)
         self.cands = candidates(self.ctx, estimates=True)
         self.refs = {k: v for k, v in references(self.ctx).items() if k not in self.cands}
-        self._levels: dict[tuple[int, bool], LevelModel] = {}
+        # (id(train), with estimates) -> (train, model): the frame is held so that its id cannot be
+        # reused by a later fold's frame (which would hand that fold a level fit on other rows)
+        self._levels: dict[tuple[int, bool], tuple[pd.DataFrame, LevelModel]] = {}
         self.scenarios = ["any"] + (["estimates"] if self.ctx.estimators else [])
         self.retune, self.n_trials, self.storage = retune, n_trials, storage
         self.nominal, self.on_trial = nominal, on_trial
@@ -277,9 +279,10 @@ class Procedure:
     def level_model(self, train: pd.DataFrame, scenario: str) -> LevelModel:
         """The learned level on ``train`` for a scenario (with estimates only in ``estimates``)."""
         key = (id(train), scenario == "estimates")
-        if key not in self._levels:
-            self._levels[key] = LevelModel.fit(train, self.ctx, use_estimates=key[1])
-        return self._levels[key]
+        hit = self._levels.get(key)
+        if hit is None or hit[0] is not train:
+            self._levels[key] = (train, LevelModel.fit(train, self.ctx, use_estimates=key[1]))
+        return self._levels[key][1]
 
     def terms(self, m: Method, score: np.ndarray, train: pd.DataFrame, test: pd.DataFrame,
               scenario: str) -> pd.DataFrame:
