@@ -424,7 +424,8 @@ def test_shell_completion_is_available() -> None:
     res = run80("--help")
     assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
     res = runner.invoke(app, ["--show-completion", "bash"])
-    assert res.exit_code == 0 and "complete" in res.stdout and "catscans" in res.stdout.lower()
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "complete" in res.stdout and "catscans" in res.stdout.lower()
     readme = (REPO / "README.md").read_text()
     assert "--install-completion" in readme and "--show-completion" in readme
 

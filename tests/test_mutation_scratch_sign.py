@@ -105,19 +105,19 @@ def test_per_seed() -> None:
         "fold": [np.nan, np.nan, 2, np.nan, np.nan, np.nan],
         "value": [0.8, 0.6, 0.9, 0.5, 0.1, 0.0],
     })
-    got = ss._per_seed(_kb(r), "t")
+    got = ss.per_seed(_kb(r), "t")
     assert list(got.index) == ["a", "b"]
     assert list(got.columns) == [(0, -1.0), (1, 2.0)]
     assert got.loc["a", (0, -1.0)] == pytest.approx(0.7) and got.loc["a", (1, 2.0)] == 0.9
     assert got.loc["b", (0, -1.0)] == 0.5 and math.isnan(got.loc["b", (1, 2.0)])
-    only_seed = ss._per_seed(_kb(r.drop(columns="fold")), "t")
+    only_seed = ss.per_seed(_kb(r.drop(columns="fold")), "t")
     assert list(only_seed.columns) == [0, 1]
     nan_seed = r.assign(seed=[np.nan, np.nan, 1, np.nan, 0, 0])
-    assert list(ss._per_seed(_kb(nan_seed), "t").columns) == [(-1.0, -1.0), (1.0, 2.0)]
+    assert list(ss.per_seed(_kb(nan_seed), "t").columns) == [(-1.0, -1.0), (1.0, 2.0)]
 
 
 def _expected_truth(kb: KnowledgeBase, t: str, cand: list[str], seed: int = 0) -> dict:
-    wide = ss._per_seed(kb, t)
+    wide = ss.per_seed(kb, t)
     others = [s for s in cand if s != SCRATCH and s in wide.index]
     means = wide.loc[others].mean(axis=1)
     best = str(means.idxmax())

@@ -135,20 +135,25 @@ class _Study:
 
 
 def _method(name: str, uses_estimates: bool = False, tuned: str | None = None, auc_units: bool = False,
-            fn=None) -> mt.Method:  # noqa: ANN001
+            fn=None, reads_train: bool = False) -> mt.Method:  # noqa: ANN001
+    """A candidate scoring ``fn(rows, ctx)``; with ``reads_train`` its fit adds the training rows' mean
+    AUC, so a fit handed the wrong (or no) training frame is seen."""
     fn = fn or (lambda rows, ctx: np.zeros(len(rows)))
 
     class _F(Fitted):
-        def __init__(self, ctx: Context) -> None:
-            self.ctx = ctx
+        def __init__(self, ctx: Context, offset: float = 0.0) -> None:
+            self.ctx, self.offset = ctx, offset
 
         def score(self, rows: pd.DataFrame) -> np.ndarray:
-            return np.asarray(fn(rows, self.ctx), dtype=float)
+            return np.asarray(fn(rows, self.ctx), dtype=float) + self.offset
 
         def state(self) -> dict:
             return {"name": name, "params": self.ctx.params}
 
-    return mt.Method(name, f"words of {name}", uses_estimates, lambda train, ctx: _F(ctx),
+    def fit(train: pd.DataFrame, ctx: Context) -> _F:
+        return _F(ctx, float(train["auc"].mean()) if reads_train else 0.0)
+
+    return mt.Method(name, f"words of {name}", uses_estimates, fit,
                      lambda state, ctx: _F(ctx), tuned=tuned, auc_units=auc_units)
 
 
@@ -171,13 +176,13 @@ def test_allowed() -> None:
 def test_best_trial() -> None:
     m = _method("meta", tuned="regressor")
     trials = [_Trial(0, {"kind": "ranker", "features": "prior"}, {"a": 0.9, "b": 0.9}),
-              _Trial(1, {"kind": "regressor", "features": "prior"}, {"a": 0.2, "b": 0.4}),
-              _Trial(2, {"kind": "regressor", "features": "prior"}, {"a": 0.5, "b": 0.1}),
-              _Trial(3, {"kind": "regressor", "features": "prior"}, {"a": 0.6, "b": 0.0}),
+              _Trial(1, {"kind": "regressor", "features": "prior"}, {"a": 0.25, "b": 0.75}),
+              _Trial(2, {"kind": "regressor", "features": "prior"}, {"a": 0.5, "b": 0.5}),
+              _Trial(3, {"kind": "regressor", "features": "prior"}, {"a": 1.0, "b": 0.0}),
               _Trial(4, {"kind": "regressor", "features": "prior"}, {"a": 0.99, "b": 0.99}, complete=False),
               _Trial(5, {"kind": "regressor", "features": "prior"}, None)]
     study = _Study(trials)
-    assert selection.best_trial(study, m, CTX_NONE).number == 1  # 0.30; tie with 2 and 3 keeps the earliest
+    assert selection.best_trial(study, m, CTX_NONE).number == 1  # 0.5 exactly for 1, 2 and 3: the tie keeps the earliest
     assert selection.best_trial(study, m, CTX_NONE, skip={"b"}).number == 3
     assert selection.best_trial(study, m, CTX_NONE, skip={"a"}).number == 1
     assert selection.best_trial(study, _method("any", tuned="any"), CTX_NONE).number == 0
@@ -256,7 +261,8 @@ def test_choose_one_standard_error_rule() -> None:
     few = per | {"static": {"t0": 0.1, "t1": 0.5}}
     assert selection._choose(inner, c, "any", few) == "residual"
     three = per | {"static": {"t0": 0.1, "t1": 0.5, "t2": 0.45}}
-    assert selection._choose(inner | {"static": 0.35}, c, "any", three) == "static"
+    # exactly three common targets are enough (static's inner mean below residual's, so residual is the best)
+    assert selection._choose(inner | {"static": 0.34}, c, "any", three) == "static"
     missing = {k: v for k, v in per.items() if k != "static"}
     assert selection._choose(inner, c, "any", missing) == "residual"
 
@@ -361,10 +367,13 @@ def _static(rows: pd.DataFrame, _ctx: Context) -> np.ndarray:
     return rows["fold_static_prior"].to_numpy(dtype=float)
 
 
+def _tuned_fn(rows: pd.DataFrame, ctx: Context) -> np.ndarray:
+    w = float((ctx.params or {}).get("w", 1.0))
+    return w * _static(rows, ctx) + np.sin(np.arange(len(rows)))
+
+
 def _fake_cands() -> dict[str, mt.Method]:
-    def tuned_fn(rows, ctx):  # noqa: ANN001, ANN202
-        w = float((ctx.params or {}).get("w", 1.0))
-        return w * _static(rows, ctx) + np.sin(np.arange(len(rows)))
+    tuned_fn = _tuned_fn
 
     def est_fn(rows, _ctx):  # noqa: ANN001, ANN202
         return rows["pair_est_good"].to_numpy(dtype=float)
@@ -523,7 +532,7 @@ def test_terms_and_cal_rows(fake_level, md) -> None:  # noqa: ANN001
 
 def test_tuned_cal(md) -> None:  # noqa: ANN001
     proc = Procedure(md)
-    m = _fake_cands()["meta"]
+    m = _method("meta", tuned="any", fn=_tuned_fn, reads_train=True)  # a fit without its train is seen
     inner = proc.folds.inner("t4")
     fold_params = {inner[0][0]: {"w": 2.0}, inner[2][0]: {"w": -1.0}}
     got = proc._tuned_cal(m, inner, fold_params)
@@ -556,7 +565,7 @@ def test_inner_scores(md, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN
     proc, _ = _proc(md, monkeypatch)
     inner = proc.folds.inner("t4")
     study = _study_for(md, "t4")
-    per, scores, tuned = proc.inner_scores("t4", inner, study)
+    per, scores, tuned = proc.inner_scores(inner, study)
     _, per_w, scores_w, tuned_w = _expected_inner(proc, "t4", study)
     assert list(per) == ["untuned_meta", "static", "learned", "meta", "f_est"]
     assert per == per_w and tuned == tuned_w and per["untuned_meta"] == {} and tuned["meta"]
@@ -566,7 +575,7 @@ def test_inner_scores(md, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN
         for a, b in zip(scores[k], scores_w[k], strict=True):
             np.testing.assert_array_equal(a, b)
     assert set(per["static"]) == {t for h, _, _ in inner for t in proc.folds.groups[h]}
-    per0, _, tuned0 = proc.inner_scores("t4", inner, None)
+    per0, _, tuned0 = proc.inner_scores(inner, None)
     assert "meta" not in per0 and tuned0 == {}
 
 

@@ -11,7 +11,7 @@ import pytest
 from _synthetic_kb import synthetic_kb as toy_kb
 from typer.testing import CliRunner
 
-from experiments.knowledge_base import SCRATCH, KnowledgeBase, save_kb
+from experiments.knowledge_base import SCRATCH, KnowledgeBase, load_kb, save_kb
 from recommender.cli import app
 from recommender.evaluation import scratch_sign
 from recommender.evaluation.ranking_metrics import rank_metrics
@@ -193,6 +193,14 @@ def test_cli_reports_sign_scratch_baseline_and_verify(scratch_run) -> None:
     assert not wide, wide
     assert csv.exit_code == 0, csv.output
     assert "# table: scratch_truth" in csv.stdout and "# table: verify_replay" in csv.stdout
+    # the gain sign per held-out cell: every non-scratch source on each of the 6 targets, once per scenario
+    rec = load_kb(tmp / "artifacts" / "kb" / "scr").records
+    n_cells = len(rec.loc[rec["source"] != SCRATCH, ["source", "target"]].drop_duplicates())
+    gs = p["gain_sign_cells"]
+    assert [r["scenario"] for r in gs] == ["any"]  # this KB has no estimates
+    assert gs[0]["n_targets"] == 6 and gs[0]["n_cells"] == n_cells - 4  # twins (t0↔t1, t2↔t3) are no source of each other's held-out cells
+    assert p["gain_sign_ceiling"]["n"] == gs[0]["n_cells"]
+    assert "Gain sign per source (held-out cells)" in tbl.stdout and "# table: gain_sign_cells" in csv.stdout
 
 
 def test_cli_without_scratch_or_seeds_gives_notes(tmp_path, monkeypatch) -> None:

@@ -70,6 +70,14 @@ def sign_table(summary: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def short_method(name: str) -> str:
+    """80-column name: 'most_similar:dist_task2vec_asym' → 'nearest:task2vec_asym' (the full name in --wide)."""
+    for prefix in ("most_similar:dist_", "most_similar:sim_", "most_similar:"):
+        if name.startswith(prefix):
+            return "nearest:" + name.removeprefix(prefix)
+    return name
+
+
 def compact_table(summary: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
     """The 80-column ranking table: method, n, τw [95% CI], top-1, mean regret."""
     from recommender.evaluation.ranking_metrics import n_used
@@ -77,7 +85,7 @@ def compact_table(summary: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
     rows = []
     for r in summary[summary["method"].isin(shown)].itertuples(index=False):
         d = r._asdict()
-        rows.append({"method": d["method"], "n": n_used(d),
+        rows.append({"method": short_method(d["method"]), "n": n_used(d),
                      "τw [95% CI]": _ci(d["tau_w"], d["tau_w_lo"], d["tau_w_hi"]).replace(
                          " (n too small for an interval)", " (no CI)"),
                      "top-1": (f"{d['top1']:.2f}" if d["method"] == "random"
@@ -229,10 +237,12 @@ def register(app: typer.Typer) -> None:
         if external is not None:
             per_target = pd.concat([per_target, external], ignore_index=True)
         scr = scratch_sign.evaluate(kbase, result.predictions)
-        from recommender.evaluation import verdict_calls
+        from recommender.evaluation import gain_sign, verdict_calls
 
         vcalls = verdict_calls.evaluate(result.intervals, scr.truth if scr is not None else None)
         vcall_tbl = verdict_calls.table(vcalls)
+        gsign = gain_sign.evaluate(result.intervals, kbase.groups)
+        gceil = gain_sign.sign_ceiling(kbase, gain_sign.cell_signs(result.intervals)) if gsign else None
         summary = scratch_sign.with_sign(summarise(per_target), scr)
         ver = verify_eval.evaluate(kbase, result.predictions, intervals=result.intervals)  # prior: nested LOGO
         ceiling = noise_ceiling(kbase)
@@ -251,6 +261,7 @@ def register(app: typer.Typer) -> None:
         shipped_row = summary[summary["method"] == "shipped"]
         sentences = [*verdict.verdict_sentences(result, kbase.has_checkpoints, shipped_now),
                      *(verdict.coverage_sentence(result, scen) for scen in result.scenarios),
+                     *gain_sign.sentences(gsign, gceil),
                      *level_sentences(level_err, result.n_candidates),
                      verdict.ceiling_sentence(ceiling, float(shipped_row["tau_w"].iloc[0])
                                               if len(shipped_row) else None),
@@ -275,13 +286,13 @@ def register(app: typer.Typer) -> None:
             "correlation": _records(corr), "noise_ceiling": ceiling, "study_agreement": agreement,
             "shipped_now": shipped_now, "validated": loto.validated_summary(result), "notes": sentences,
             "task2vec": t2v, "level_error": level_err, "n_candidates": result.n_candidates,
-            "verdict_calls": vcalls,
+            "verdict_calls": vcalls, "gain_sign_cells": gsign, "gain_sign_ceiling": gceil,
             "scratch": scr.to_dict() if scr is not None else {"note": scr_note},
             "verify_replay": ver.to_dict() if isinstance(ver, verify_eval.VerifyEval) else {"note": ver}})
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
                   "fold_choices": result.choices, "comparisons": pd.DataFrame(result.comparisons),
                   "intervals": result.intervals, "level_error": lvl_tbl, "interval_by_difficulty": diff_tbl,
-                  "verdict_calls": pd.DataFrame(vcalls)}
+                  "verdict_calls": pd.DataFrame(vcalls), "gain_sign_cells": pd.json_normalize(gsign) if gsign else pd.DataFrame()}
         if scr is not None:
             tables["scratch_truth"] = scr.truth
         sign_tbl = sign_table(summary, shown) if scr is not None else None
@@ -292,7 +303,7 @@ def register(app: typer.Typer) -> None:
         tables = {k: v for k, v in tables.items() if len(v.columns)}  # a table with no columns has no CSV
         scr_cap = scr.caption() if scr is not None else scr_note
         ver_cap = ver.notes[0] if ver_tbl is not None else ver
-        captions = {scr_cap, ver_cap}
+        captions = {scr_cap, ver_cap, *gain_sign.sentences(gsign, gceil)}  # the gain-sign table says these
         if out_dir is not None:
             from recommender.evaluation import write_outputs
 
@@ -326,6 +337,8 @@ def register(app: typer.Typer) -> None:
                  "mean over held-out targets [95% bootstrap CI over targets, 2,000 resamples, seed 0]")
         cap = ("shipped = the method nested selection chose inside each outer fold (its figure estimates "
                "the whole procedure); other rows: each candidate alone, for reference"
+               + ("" if wide or not any(m.startswith("most_similar:") for m in shown) else
+                  "; nearest:X = the source most similar to the target by X (most_similar:… in --wide)")
                + (f"; {hidden} rank average{'s' if hidden != 1 else ''} that no fold chose in --wide/--format json" if hidden else ""))
 
         def render() -> None:
@@ -371,6 +384,10 @@ def register(app: typer.Typer) -> None:
                     prose("The verdict's three outcomes (held-out targets)", style="bold", highlight=False)
                     show(df_table(vcall_tbl))
                     prose(verdict_calls.CAPTION, style="dim", highlight=False)
+                if tbl is sign_tbl and gsign:
+                    prose("Gain sign per source (held-out cells)", style="bold", highlight=False)
+                    show(df_table(gain_sign.table(gsign)))
+                    prose(gain_sign.caption(gsign, gceil), style="dim", highlight=False)
             for s in sentences:
                 if not any(s in c for c in captions):  # printed under its table already
                     prose(s, highlight=False)

@@ -69,7 +69,7 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def _per_seed(kb: KnowledgeBase, target: str) -> pd.DataFrame:
+def per_seed(kb: KnowledgeBase, target: str) -> pd.DataFrame:
     """source × (seed, fold) values of ``target`` in the KB's metric."""
     r = kb.records
     r = r[(r["target"] == target) & (r["metric"] == kb.metric)]
@@ -84,7 +84,7 @@ def scratch_truth(kb: KnowledgeBase, candidates: dict[str, list[str]], seed: int
     for t, cand in candidates.items():
         if SCRATCH not in cand:
             continue
-        wide = _per_seed(kb, t)
+        wide = per_seed(kb, t)
         others = [s for s in cand if s != SCRATCH and s in wide.index]
         if SCRATCH not in wide.index or not others:
             continue

@@ -253,7 +253,7 @@ class Procedure:
         return tuning.get_study(self.md, g, retune=self.retune, n_trials=self.n_trials,
                                 storage=self.storage, on_trial=self.on_trial, splits=splits)
 
-    def inner_scores(self, g: str | None, inner: list[tuple[str, pd.DataFrame, pd.DataFrame]], study
+    def inner_scores(self, inner: list[tuple[str, pd.DataFrame, pd.DataFrame]], study
                      ) -> tuple[dict[str, dict[str, float]], dict[str, list[np.ndarray]], dict[str, dict]]:
         """Per candidate: τw per inner target; inner scores per split (untuned); per-fold trial params (tuned)."""
         per: dict[str, dict[str, float]] = {}
@@ -317,7 +317,7 @@ class Procedure:
         """Inner scores and the choice (with calibration) per scenario for outer group g (None: all)."""
         inner = self.folds.inner(g)
         study = self.study(g, inner) if any(m.tuned for m in self.cands.values()) else None
-        per, preds, tuned = self.inner_scores(g, inner, study)
+        per, preds, tuned = self.inner_scores(inner, study)
         means = {name: _mean0(per[name].values()) if per.get(name) else math.nan for name in self.cands}
         params = {}
         for name, m in self.cands.items():
