@@ -420,10 +420,15 @@ def test_every_help_fits_80_and_keeps_its_text_and_defaults() -> None:
                 assert f"[default: {shown}]" in " ".join(flat.split()), f"{path} {p.name}: default {d} not shown"
 
 
-def test_shell_completion_is_available() -> None:
+def test_shell_completion_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
     res = run80("--help")
     assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
-    res = runner.invoke(app, ["--show-completion", "bash"])
+    # --show-completion is a flag (typer detects the shell from the process tree, which a detached
+    # run such as `nohup pytest &` does not have): pin the detection to bash
+    import shellingham
+
+    monkeypatch.setattr(shellingham, "detect_shell", lambda *a, **k: ("bash", "/bin/bash"))
+    res = runner.invoke(app, ["--show-completion"])
     assert res.exit_code == 0, (res.output, res.exception)
     assert "complete" in res.stdout and "catscans" in res.stdout.lower()
     readme = (REPO / "README.md").read_text()
