@@ -96,7 +96,27 @@ def transfer_evidence(manifest: dict | None, scenario: str) -> dict:
     """
     ev = (manifest or {}).get("transfer_evidence") or {}
     calls = next((r for r in ev.get("verdict_calls") or [] if r.get("scenario") == scenario), None)
-    return {k: v for k, v in (("base_rate", ev.get("base_rate")), ("calls", calls)) if v}
+    sign = next((r for r in ev.get("gain_sign") or [] if r.get("scenario") == scenario), None)
+    return {k: v for k, v in (("base_rate", ev.get("base_rate")), ("calls", calls), ("gain_sign", sign)) if v}
+
+
+def with_sign_record(info: dict | None, evidence: dict) -> dict | None:
+    """``info`` with the gain column's held-out sign record in its captions: how often the predicted
+    gain had the measured gain's sign on held-out cells, beside an always-'helps' rule's share."""
+    g = evidence.get("gain_sign") or {}
+    if info is None or not g.get("n_cells"):
+        return info
+    n, k, b = g["n_cells"], g["model_k"] / g["n_cells"], g["base_rate_k"] / g["n_cells"]
+    words = {"better": "detectably above it", "worse": "detectably below it"}.get(
+        g.get("words"), "not detectably different")
+    full = (f"its sign matched the measured gain's on {k:.0%} of {n} held-out cells (an always-'helps' "
+            f"rule: {b:.0%}; {words}, paired over {g.get('n_units')} {g.get('unit', 'groups')})")
+    short = f"sign right on {k:.0%} of held-out cells (always 'helps': {b:.0%})"
+    out = dict(info)
+    for key, text in (("brief", short), ("caption", full)):
+        if out.get(key):
+            out[key] = f"{out[key].rstrip('. ')}; {text}"
+    return out
 
 
 def predicted_verdict(ranking: list[dict], info: dict | None, target_blind: bool = False,

@@ -132,7 +132,5 @@ def near_duplicate_note(near: dict, kb_name: str) -> str | None:
         return None
     listed = ", ".join(f"{r['source']} ({r['value']:.3g})" for r in near["sources"])
     return (f"your folder is closer to {listed} by {near['distance']} than any two independent "
-            f"datasets of KB {kb_name} are to each other (smallest {near['floor']:.3g} over "
-            f"{near['n_pairs']} pairs): it may hold the same kind of images, or some of the very "
-            "images, that source was pretrained on; if your test images were in its pretraining, "
-            "its AUC on them will look better than it is")
+            f"datasets of KB {kb_name} (smallest {near['floor']:.3g} of {near['n_pairs']} pairs): it "
+            "may hold that source's own pretraining images, on which its AUC would look too good")

@@ -28,7 +28,13 @@ from recommender.explain import (
     rank_average_parts,
     weights_location,
 )
-from recommender.gain import gain_fields, gain_info, predicted_verdict, transfer_evidence
+from recommender.gain import (
+    gain_fields,
+    gain_info,
+    predicted_verdict,
+    transfer_evidence,
+    with_sign_record,
+)
 from recommender.grounds import (
     near_duplicate_note,
     near_duplicate_sources,
@@ -419,9 +425,11 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
             "transferability": tx.get(src, {}),
             "similarities": sims.get(src, {}),
         })
+    tx_evidence = transfer_evidence(model.manifest, "estimates" if use_tx else "any")
     verdict = predicted_verdict(  # every source, before --top
-        out, gain, shipped.method == "static", transfer_evidence(model.manifest, "estimates" if use_tx else "any"),
+        out, gain, shipped.method == "static", tx_evidence,
         unreliable="; ".join(problems) if problems else None)
+    gain = with_sign_record(gain, tx_evidence)
     blind = shipped.method == "static" or not use_tx
     grounds = order_grounds(shipped.method, imageset.labelled, kbase.has_checkpoints, use_tx, kb_name,
                             nearest_targets(kbase, profile) if blind else {})

@@ -228,3 +228,31 @@ def test_saved_model_ships_a_checked_gain_interval_and_old_models_still_load(shi
     v = predicted_verdict(up, info)
     assert v.startswith("cannot tell from prediction: best source a +0.020 AUC over scratch, with no calibrated")
     assert gain_info(old, ["a", "b"]) is None  # no scratch source: no gain column at all
+
+
+def test_the_gain_caption_states_its_held_out_sign_record():
+    from recommender.evaluation import verdict_calls
+    from recommender.gain import transfer_evidence, with_sign_record
+
+    class _Scr:  # the part of scratch_sign.ScratchEval that evidence() reads
+        truth = pd.DataFrame({"truth": ["helps", "helps", "no detectable difference"]})
+
+        def breakdown(self) -> dict:
+            return {"helps": 2, "no detectable difference": 1, "hurts": 0}
+
+    signs = [{"scenario": s, "n_cells": 200, "model_k": k, "base_rate_k": 104,
+              "vs_base_rate": {"words": w, "n": 23, "unit": "groups"}}
+             for s, k, w in (("any", 124, "better"), ("estimates", 120, "no detectable difference"))]
+    manifest = {"transfer_evidence": json.loads(json.dumps(verdict_calls.evidence([], _Scr(), signs)))}
+    ev = transfer_evidence(manifest, "estimates")
+    assert ev["gain_sign"]["model_k"] == 120 and ev["base_rate"]["helps"] == 2
+    info = {"interval": True, "brief": "vs scratch: … 80% interval.", "caption": "vs scratch: long."}
+    got = with_sign_record(info, ev)
+    assert got["brief"].endswith("80% interval; sign right on 60% of held-out cells (always 'helps': 52%)")
+    assert got["caption"] == ("vs scratch: long; its sign matched the measured gain's on 60% of 200 held-out "
+                              "cells (an always-'helps' rule: 52%; not detectably different, paired over 23 "
+                              "groups)")
+    assert info["brief"].endswith("interval.")  # the input is not changed
+    assert "detectably above it" in with_sign_record(info, transfer_evidence(manifest, "any"))["caption"]
+    assert with_sign_record(info, {}) is info  # a model saved without the record: the caption as it was
+    assert with_sign_record(None, ev) is None

@@ -253,7 +253,7 @@ def register(app: typer.Typer) -> None:
             err.print(f"choosing and training the shipped model on all {len(md.targets)} targets → {model_dir}")
             loto.train_final(md, result, retune=retune, n_trials=trials,
                              extra={"noise_ceiling": ceiling, "study_agreement": agreement,
-                                    "transfer_evidence": verdict_calls.evidence(vcalls, scr)})
+                                    "transfer_evidence": verdict_calls.evidence(vcalls, scr, gsign)})
         shipped_now = _shipped_methods(model_dir)
         corr = correlation_report(kbase, md)
         t2v = task2vec_sentences(corr)  # the seed study's similarity, computed here, vs its r −0.11

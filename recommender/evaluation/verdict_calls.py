@@ -56,9 +56,11 @@ def evaluate(intervals: pd.DataFrame, truth: pd.DataFrame) -> list[dict]:
     return out
 
 
-def evidence(rows: list[dict], scr) -> dict | None:  # noqa: ANN001 - scratch_sign.ScratchEval | None
+def evidence(rows: list[dict], scr, gain_sign: list[dict] | None = None) -> dict | None:  # noqa: ANN001
     """What a saved model keeps for `recommend`'s verdict: the KB's base rate (targets where
-    pretraining helped detectably, of all with scratch) and each scenario's held-out calls."""
+    pretraining helped detectably, of all with scratch), each scenario's held-out calls and, per
+    scenario, how often the predicted gain had the measured gain's sign on held-out cells
+    (:mod:`recommender.evaluation.gain_sign`). ``scr``: scratch_sign.ScratchEval | None."""
     if scr is None or scr.truth.empty:
         return None
     b = scr.breakdown()
@@ -68,7 +70,11 @@ def evidence(rows: list[dict], scr) -> dict | None:  # noqa: ANN001 - scratch_si
 
     return {"base_rate": {"helps": b["helps"], "n": int(len(scr.truth)),
                           "no_detectable_difference": b["no detectable difference"], "hurts": b["hurts"]},
-            "verdict_calls": [clean(r) for r in rows]}
+            "verdict_calls": [clean(r) for r in rows],
+            "gain_sign": [{"scenario": g["scenario"], "n_cells": g["n_cells"], "model_k": g["model_k"],
+                           "base_rate_k": g["base_rate_k"], "words": g["vs_base_rate"]["words"],
+                           "n_units": g["vs_base_rate"]["n"], "unit": g["vs_base_rate"]["unit"]}
+                          for g in gain_sign or []]}
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
