@@ -184,7 +184,7 @@ def test_cli_reports_sign_scratch_baseline_and_verify(scratch_run) -> None:
     assert rows[-3:] == ["verify@25%", "verify@50%", "verify@100%"] and "shipped" in rows
     assert (tmp / "out" / "budget_vs_regret.png").stat().st_size > 1000
     html = (tmp / "out" / "report.html").read_text()
-    assert "Verify (replayed" in html and "Is transfer worth it?" in html
+    assert "Verify (replayed" in html and "Is transfer worth it?" in html and "Gain sign per source" in html
     assert tbl.exit_code == 0, tbl.output
     assert "Is transfer worth it?" in tbl.stdout and "Verify (replayed from per-seed records)" in tbl.stdout
     sign_part = tbl.stdout.split("Is transfer worth it?", 1)[1].split("Verify (replayed", 1)[0]

@@ -327,6 +327,9 @@ def register(app: typer.Typer) -> None:
                     scr.notes[0], display_frame(scr.truth))
                 display["Sign accuracy: does the method call right whether pretraining helps?"] = (
                     scr_cap, sign_table(summary, list(summary["method"])))
+            if gsign:
+                display["Gain sign per source (held-out cells)"] = (gain_sign.caption(gsign, gceil),
+                                                                   gain_sign.table(gsign))
             if ver_tbl is not None:
                 display["Verify (replayed from per-seed records)"] = (ver_cap, ver_tbl)
             files = write_outputs(out_dir, kbase, md, payload, tables, per_target, corr, sentences,

@@ -146,7 +146,7 @@ def _caveats_text(kb) -> str | None:  # noqa: ANN001
     """'caveats (from each set's provenance): a: …; b: …' for the datasets that carry one."""
     if "caveats" not in kb.datasets:
         return None
-    rows = kb.datasets[kb.datasets["caveats"].fillna("").astype(str).str.strip() != ""]
+    rows = kb.datasets[kb.datasets["caveats"].astype("string").fillna("").str.strip() != ""]
     if rows.empty:
         return None
     items = "; ".join(f"{r['name']}: {r['caveats']}" for _, r in rows.iterrows())
