@@ -241,8 +241,10 @@ def register(app: typer.Typer) -> None:
 
         vcalls = verdict_calls.evaluate(result.intervals, scr.truth if scr is not None else None)
         vcall_tbl = verdict_calls.table(vcalls)
-        gsign = gain_sign.evaluate(result.intervals, kbase.groups)
-        gceil = gain_sign.sign_ceiling(kbase, gain_sign.cell_signs(result.intervals)) if gsign else None
+        cells = gain_sign.cell_signs(result.intervals)
+        gsign = gain_sign.summarise(cells, kbase.groups)
+        gceil = gain_sign.sign_ceiling(kbase, cells) if gsign else None
+        gsign_lines = gain_sign.sentences(gsign, gceil)
         summary = scratch_sign.with_sign(summarise(per_target), scr)
         ver = verify_eval.evaluate(kbase, result.predictions, intervals=result.intervals)  # prior: nested LOGO
         ceiling = noise_ceiling(kbase)
@@ -261,7 +263,7 @@ def register(app: typer.Typer) -> None:
         shipped_row = summary[summary["method"] == "shipped"]
         sentences = [*verdict.verdict_sentences(result, kbase.has_checkpoints, shipped_now),
                      *(verdict.coverage_sentence(result, scen) for scen in result.scenarios),
-                     *gain_sign.sentences(gsign, gceil),
+                     *gsign_lines,
                      *level_sentences(level_err, result.n_candidates),
                      verdict.ceiling_sentence(ceiling, float(shipped_row["tau_w"].iloc[0])
                                               if len(shipped_row) else None),
@@ -292,7 +294,8 @@ def register(app: typer.Typer) -> None:
         tables = {"ranking_summary": summary, "per_target": per_target, "correlation": corr,
                   "fold_choices": result.choices, "comparisons": pd.DataFrame(result.comparisons),
                   "intervals": result.intervals, "level_error": lvl_tbl, "interval_by_difficulty": diff_tbl,
-                  "verdict_calls": pd.DataFrame(vcalls), "gain_sign_cells": pd.json_normalize(gsign) if gsign else pd.DataFrame()}
+                  "verdict_calls": pd.DataFrame(vcalls),
+                  "gain_sign_cells": pd.json_normalize(gsign) if gsign else pd.DataFrame()}
         if scr is not None:
             tables["scratch_truth"] = scr.truth
         sign_tbl = sign_table(summary, shown) if scr is not None else None
@@ -303,7 +306,7 @@ def register(app: typer.Typer) -> None:
         tables = {k: v for k, v in tables.items() if len(v.columns)}  # a table with no columns has no CSV
         scr_cap = scr.caption() if scr is not None else scr_note
         ver_cap = ver.notes[0] if ver_tbl is not None else ver
-        captions = {scr_cap, ver_cap, *gain_sign.sentences(gsign, gceil)}  # the gain-sign table says these
+        captions = {scr_cap, ver_cap, *gsign_lines}  # the gain-sign table says these
         if out_dir is not None:
             from recommender.evaluation import write_outputs
 

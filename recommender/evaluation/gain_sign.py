@@ -59,9 +59,13 @@ def cell_signs(intervals: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate(intervals: pd.DataFrame, groups: dict[str, str] | None = None, seed: int = 0) -> list[dict]:
+    """:func:`summarise` of the held-out intervals' :func:`cell_signs`."""
+    return summarise(cell_signs(intervals), groups, seed)
+
+
+def summarise(cells: pd.DataFrame, groups: dict[str, str] | None = None, seed: int = 0) -> list[dict]:
     """Per scenario: k/n cells right for each rule (Wilson 95% CI over cells) and the model's paired
     comparison with each rule over per-target accuracies (group units when groups hold several)."""
-    cells = cell_signs(intervals)
     rows = []
     for scen, g in cells.groupby("scenario", sort=False):
         per_target = g.groupby("target")[[f"right_{r}" for r in RULES]].mean()
@@ -155,5 +159,5 @@ def caption(rows: list[dict], ceiling: dict | None = None) -> str:
             "the predicted gain over scratch has the measured gain's sign (mean over seeds); base rate = "
             "every cell gets the training cells' majority sign; record = the sign of the source's mean "
             "gain on the training targets; Δ = the model's per-target accuracy minus the base rate's, "
-            f"paired over {c['n']} {c['unit']} (bootstrap 95% CI, Wilcoxon p; a difference only where both agree; k/n and vs record in "
-            f"--format json){ceil}")
+            f"paired over {c['n']} {c['unit']} (bootstrap 95% CI, Wilcoxon p; a difference only where "
+            f"both agree; k/n and vs record in --format json){ceil}")
