@@ -206,8 +206,35 @@ def _level_words(shipped) -> str:  # noqa: ANN001
     return f"The predicted AUC is {level} plus {dev}, so it orders like the ranking"
 
 
-def _interval_info(shipped) -> dict | None:  # noqa: ANN001
-    """What the predicted-AUC interval is and its measured coverage (None: no calibrated interval)."""
+FAR_SHARE = 0.9  # a folder farther than this share of the KB's own targets is called an extrapolation
+
+
+def folder_novelty(shipped, ranked: pd.DataFrame) -> dict | None:  # noqa: ANN001
+    """The folder's distance from the KB's targets (:mod:`recommender.model.novelty`) and where it
+    falls among the KB targets' own distances to the other groups; None for a model saved without it."""
+    lm = shipped.level_model
+    nm = getattr(lm, "novelty_model", None)
+    v = ranked["novelty"].to_numpy(dtype=float) if "novelty" in ranked else np.array([])
+    v = v[np.isfinite(v)]
+    if nm is None or not len(v) or not nm.reference:
+        return None
+    k, n = nm.share_closer(float(v[0]))
+    cal = shipped.calibration or {}
+    scaled = bool(cal.get("normalised") and cal.get("scale_kind") == "novelty" and cal.get("scale_power"))
+    far = k >= FAR_SHARE * n
+    than = f"any of its {n} targets lies" if k == n else f"{k} of its {n} targets lie"
+    text = f"your folder lies farther from the KB's targets than {than} from the others (in the level model's inputs)"
+    if far:
+        text += (": the prediction extrapolates, so expect a larger error"
+                 + ("; the interval is widened by that distance" if scaled else
+                    "; the interval is not widened for it (on this KB the distance did not earn a wider one)"))
+    return {"value": float(v[0]), "farther_than": k, "n_targets": n, "far": far, "scales_interval": scaled,
+            "text": text}
+
+
+def _interval_info(shipped, ranked: pd.DataFrame | None = None) -> dict | None:  # noqa: ANN001
+    """What the predicted-AUC interval is and its measured coverage (None: no calibrated interval),
+    with the folder's novelty (stated in the short form only when it is an extrapolation)."""
     cal, cov = shipped.calibration or {}, (shipped.validated or {}).get("coverage") or {}
     if cal.get("q") is None or cov.get("coverage") is None:
         return None
@@ -215,13 +242,15 @@ def _interval_info(shipped) -> dict | None:  # noqa: ANN001
     pct = f"{int(round(100 * level))}%"
     held = (f"under nested leave-one-group-out it held the true AUC for {float(cov['coverage']):.0%} of "
             f"{cov.get('n_cells')} held-out cells ({cov.get('n_targets')} targets)")
+    nov = folder_novelty(shipped, ranked) if ranked is not None else None
     return {"level": level, "coverage": float(cov["coverage"]), "lo_key": "lo80", "hi_key": "hi80",
             "label": f"{pct} interval",
             "n_cells": cov.get("n_cells"), "n_targets": cov.get("n_targets"),
             "over": f"nested leave-one-group-out, {cov.get('n_cells')} cells of {cov.get('n_targets')} targets",
-            "brief": held,
-            "caption": (f"split-conformal {pct} interval from held-out targets' residuals; {held}. "
-                        + _level_words(shipped))}
+            "brief": held + (f". Note: {nov['text']}" if nov and nov["far"] else ""),
+            "novelty": nov,
+            "caption": (f"split-conformal {pct} interval from held-out targets' residuals; {held}"
+                        + (f"; {nov['text']}" if nov else "") + ". " + _level_words(shipped))}
 
 
 def _validation_notes(shipped) -> list[str]:  # noqa: ANN001
@@ -450,7 +479,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         kb_choice=kb_choice,
         method=_method_label(shipped),
         validation=dict(shipped.validated or {}),
-        interval=_interval_info(shipped),
+        interval=_interval_info(shipped, ranked),
         noise_ceiling=model.manifest.get("noise_ceiling"),
         gain=gain,
         verdict=verdict,

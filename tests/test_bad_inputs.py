@@ -187,6 +187,14 @@ def json_edit(rel: str, fn: Callable[[object], object]) -> Callable[[Path], None
     return apply
 
 
+def novelty_scale_without_novelty(doc: dict) -> dict:
+    """A calibration that scales by the folder's novelty, saved without the novelty it needs."""
+    for s in doc["shipped"].values():
+        s["calibration"]["scale_kind"] = "novelty"
+        (s["level"].get("model") or {})["novelty"] = None
+    return doc
+
+
 def reverse_features(doc: dict) -> dict:
     doc["main"] = list(reversed(doc["main"]))
     return doc
@@ -308,6 +316,8 @@ CASES = [
          corrupt=json_edit("models/juodelyte2024/features.json", reverse_features), needs_model="juodelyte2024"),
     Case("model-unknown-method", recommend("juodelyte2024"), "unknown method 'no_such_method'",
          corrupt=json_edit("models/juodelyte2024/manifest.json", unknown_methods), needs_model="juodelyte2024"),
+    Case("model-novelty-scale-unknown", recommend("local"), "interval scale it cannot compute",
+         corrupt=json_edit("models/local/manifest.json", novelty_scale_without_novelty), needs_model="local"),
     # corrupt meta-feature artifacts (reached after the model loads)
     Case("profile-json-truncated", recommend("juodelyte2024"), "profile",
          corrupt=truncate("profiles/pbc_blood.json", 0.4), needs_model="juodelyte2024"),

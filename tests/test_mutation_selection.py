@@ -414,6 +414,12 @@ class _FakeLevel:
         t = rows["target"].astype(str).str[-1].astype(int).to_numpy()
         return 0.7 + 0.1 * bool(self.use_estimates) + 0.01 * t + 0.001 * self.n
 
+    novel = False  # a level model without a novelty (NaN), unless a test sets it
+
+    def novelty(self, rows: pd.DataFrame) -> np.ndarray:
+        t = rows["target"].astype(str).str[-1].astype(int).to_numpy()
+        return 0.5 + 0.2 * t + 0.01 * self.n if self.novel else np.full(len(rows), np.nan)
+
     def state(self) -> dict:
         return {"use_estimates": self.use_estimates, "n": self.n}
 
@@ -528,6 +534,19 @@ def test_terms_and_cal_rows(fake_level, md) -> None:  # noqa: ANN001
         "target": test["target"].to_numpy(), "source": test["source"].to_numpy(),
         "z": normal_scores(s, test["target"].to_numpy()), "auc": test["auc"].to_numpy(dtype=float),
         "mu": lv["mu"], "sd": lv["sd"]}))
+
+
+def test_terms_carry_the_novelty_of_the_level_model_fitted_on_the_training_rows(fake_level, md,
+                                                                               monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(_FakeLevel, "novel", True)
+    proc = Procedure(md)
+    m = _fake_cands()["learned"]
+    train, test = proc.folds.outer("t4")
+    s = selection._fit_score(m, proc.ctx, None, train, test)
+    got = proc.terms(m, s, train, test, "estimates")
+    want = _FakeLevel(True, len(train)).novelty(test)
+    np.testing.assert_allclose(got["novelty"].to_numpy(), want)
+    assert list(got.columns)[-1] == "novelty"
 
 
 def test_tuned_cal(md) -> None:  # noqa: ANN001

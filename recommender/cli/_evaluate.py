@@ -185,6 +185,7 @@ def register(app: typer.Typer) -> None:
         from recommender.evaluation.ceiling import noise_ceiling
         from recommender.evaluation.correlation import task2vec_sentences
         from recommender.evaluation.level_report import (
+            difficulty_caption,
             difficulty_table,
             level_sentences,
             level_table,
@@ -377,8 +378,7 @@ def register(app: typer.Typer) -> None:
                 show(df_table(lvl_tbl))
                 if len(diff_tbl):
                     show(df_table(diff_tbl))
-                    prose("interval normalised by the folder's difficulty (1 − predicted level): "
-                          "easier half = targets with the smaller scale", style="dim", highlight=False)
+                    prose(difficulty_caption(result.choices), style="dim", highlight=False)
             for head, tbl, caption, instead in (
                     ("Is transfer worth it? (held-out targets)", sign_tbl, scr_cap, scr_note),
                     ("Verify (replayed from per-seed records)", ver_tbl, ver_cap, ver)):

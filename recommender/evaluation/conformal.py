@@ -21,6 +21,9 @@ units (the learned model's; else ``sd · z``) and a ``scale`` (:func:`~recommend
 of its level). Residuals are divided by the scale before the quantile, and the interval is
 ``pred ± q · scale``: an easy folder gets a narrow interval, a hard one a wide one (Lei et al.
 2018, locally weighted split conformal). Without ``u``/``scale`` columns it is the plain form.
+The scale is the difficulty or, when the cells carry it, the folder's ``novelty`` (its distance
+from the training targets, :mod:`recommender.model.novelty`), to a power; which one, and how
+strongly, is chosen on the calibration cells by conditional coverage (:func:`choose_scale`).
 
 The predicted *gain over scratch* (a source's predicted AUC minus scratch's, same target)
 gets its own interval, calibrated the same way from the same held-out cells: residuals of
@@ -36,8 +39,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from recommender.model.novelty import novelty_scale
 from recommender.model.scoring import (
     REFERENCE,
+    SCALE_KINDS,
     auc_interval,
     auc_interval_terms,
     gain_interval,
@@ -75,8 +80,21 @@ def _u(cal: pd.DataFrame) -> np.ndarray:
 SCALE_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _scale(cal: pd.DataFrame, power: float = 1.0) -> np.ndarray:
-    return cal["scale"].to_numpy(dtype=float) ** power if "scale" in cal else np.ones(len(cal))
+def _base(cal: pd.DataFrame, kind: str) -> np.ndarray | None:
+    """The calibration cells' scale of one kind before the power: ``scale`` (the difficulty) or
+    ``novelty`` (floored as :func:`~recommender.model.novelty.novelty_scale`); None when absent
+    or not finite everywhere."""
+    col = {"difficulty": "scale", "novelty": "novelty"}[kind]
+    if col not in cal:
+        return None
+    v = cal[col].to_numpy(dtype=float)
+    v = novelty_scale(v) if kind == "novelty" else v
+    return v if np.isfinite(v).all() else None
+
+
+def _scale(cal: pd.DataFrame, power: float = 1.0, kind: str = "difficulty") -> np.ndarray:
+    base = _base(cal, kind)
+    return base ** power if base is not None else np.ones(len(cal))
 
 
 def choose_scale_power(cal: pd.DataFrame, resid: np.ndarray, nominal: float, correction: float) -> float:
@@ -86,23 +104,43 @@ def choose_scale_power(cal: pd.DataFrame, resid: np.ndarray, nominal: float, cor
     γ = 1 trusts the difficulty fully, γ = 0 ignores it (the plain interval). Chosen on the
     calibration cells only (held-out targets of the training groups), never on the outer fold;
     on KB local v3, γ = 1 left the easier half at 68% and the harder at 95%."""
+    return choose_scale(cal.drop(columns="novelty", errors="ignore"), resid, nominal, correction)[1]
+
+
+def choose_scale(cal: pd.DataFrame, resid: np.ndarray, nominal: float, correction: float) -> tuple[str, float]:
+    """(kind, γ) of the interval scale, chosen on the calibration cells only.
+
+    Candidates: the difficulty (``scale``) and, when the cells carry one, the folder's
+    ``novelty``, each to a power γ in :data:`SCALE_POWERS` (γ = 0 is the plain interval for
+    both). The criterion is conditional coverage: split the calibration targets at the median
+    of each available variable (difficulty, novelty) into two halves; a candidate's gap is the
+    largest |coverage of one half − coverage of the other| over those splits; the smallest gap
+    wins (ties: the difficulty before the novelty, the larger γ first). With the difficulty
+    alone this is the balance of the easier and the harder half (:func:`choose_scale_power`)."""
     tgt = cal["target"].to_numpy()
-    per_t = pd.Series(cal["scale"].to_numpy(dtype=float)).groupby(tgt).mean()
-    if len(per_t) < 4:
-        return 1.0
-    easy = set(per_t[per_t <= per_t.median()].index)
-    best, best_gap = 1.0, math.inf
-    for g in sorted(SCALE_POWERS, reverse=True):
-        sc = _scale(cal, g)
-        _, q = _conformal_q(resid / sc, tgt, nominal, correction)
-        if q is None:
-            return 1.0
-        inside = pd.Series(resid <= q * sc).groupby(tgt).mean()
-        cov_e = float(inside[[t for t in inside.index if t in easy]].mean())
-        cov_h = float(inside[[t for t in inside.index if t not in easy]].mean())
-        gap = abs(cov_e - cov_h)
-        if gap < best_gap - 1e-9:
-            best, best_gap = g, gap
+    kinds = [k for k in SCALE_KINDS if _base(cal, k) is not None] or ["difficulty"]
+    splits = []
+    for k in kinds:
+        base = _base(cal, k)
+        per_t = pd.Series(base if base is not None else np.ones(len(cal))).groupby(tgt).mean()
+        splits.append(set(per_t[per_t <= per_t.median()].index))
+    if pd.Series(tgt).nunique() < 4:
+        return kinds[0], 1.0
+    best, best_gap = (kinds[0], 1.0), math.inf
+    for kind in kinds:
+        for g in sorted(SCALE_POWERS, reverse=True):
+            sc = _scale(cal, g, kind)
+            _, q = _conformal_q(resid / sc, tgt, nominal, correction)
+            if q is None:
+                return kinds[0], 1.0
+            inside = pd.Series(resid <= q * sc).groupby(tgt).mean()
+            gap = 0.0
+            for low in splits:
+                cov_e = float(inside[[t for t in inside.index if t in low]].mean())
+                cov_h = float(inside[[t for t in inside.index if t not in low]].mean())
+                gap = max(gap, abs(cov_e - cov_h))
+            if gap < best_gap - 1e-9:
+                best, best_gap = (kind, g), gap
     return best
 
 
@@ -136,12 +174,13 @@ def calibrate(cal: pd.DataFrame, nominal: float = NOMINAL, correction: float = C
         return out
     slope = fit_slope(cal)
     raw = np.abs(cal["auc"].to_numpy(dtype=float) - _pred(cal, slope))
-    power = choose_scale_power(cal, raw, nominal, correction) if "scale" in cal else 1.0
-    resid = raw / _scale(cal, power)
+    kind, power = choose_scale(cal, raw, nominal, correction) if "scale" in cal else ("difficulty", 1.0)
+    resid = raw / _scale(cal, power, kind)
     out["slope"] = slope
     out["normalised"] = "scale" in cal
     if out["normalised"]:
         out["scale_power"] = power
+        out["scale_kind"] = kind
     out["level"], out["q"] = _conformal_q(resid, cal["target"].to_numpy(), nominal, correction)
     return _with_gain(out, cal, nominal, correction)
 
@@ -163,12 +202,13 @@ def _with_gain(out: dict, cal: pd.DataFrame, nominal: float, correction: float) 
     """``out`` plus ``gain`` (see :func:`calibrate_gain`) when the cells include the reference."""
     if "source" in cal and (cal["source"].astype(str) == REFERENCE).any():
         out["gain"] = calibrate_gain(cal, out.get("slope", 0.0), nominal, correction,
-                                     power=out.get("scale_power", 1.0))
+                                     power=out.get("scale_power", 1.0), kind=out.get("scale_kind", "difficulty"))
     return out
 
 
 def calibrate_gain(cal: pd.DataFrame, slope: float, nominal: float = NOMINAL,
-                   correction: float = CORRECTION, reference: str = REFERENCE, power: float = 1.0) -> dict:
+                   correction: float = CORRECTION, reference: str = REFERENCE, power: float = 1.0,
+                   kind: str = "difficulty") -> dict:
     """Half-width of the predicted gain over ``reference`` from calibration cells
     ``target, source, z, auc, mu, sd`` (held-out predictions, as for :func:`calibrate`).
 
@@ -180,7 +220,7 @@ def calibrate_gain(cal: pd.DataFrame, slope: float, nominal: float = NOMINAL,
     pred = _pred(cal, slope)
     src, tgt = cal["source"].to_numpy(), cal["target"].to_numpy()
     resid = np.abs(gain_over_reference(cal["auc"].to_numpy(dtype=float), src, tgt, reference)
-                   - gain_over_reference(pred, src, tgt, reference)) / _scale(cal, power)
+                   - gain_over_reference(pred, src, tgt, reference)) / _scale(cal, power, kind)
     ok = np.isfinite(resid) & (pd.Series(src).astype(str) != reference).to_numpy()
     level, q = _conformal_q(resid[ok], tgt[ok], nominal, correction)
     return {"reference": reference, "nominal": nominal, "n_targets": int(pd.Series(tgt[ok]).nunique()),
@@ -192,9 +232,11 @@ def interval(z: np.ndarray, level: dict, calibration: dict) -> pd.DataFrame:
     return auc_interval(z, level, calibration)
 
 
-def interval_terms(mu: np.ndarray, u: np.ndarray, calibration: dict) -> pd.DataFrame:
-    """predicted_auc, lo, hi, scale from a per-row level and deviation (the same code ``recommend`` runs)."""
-    return auc_interval_terms(mu, u, calibration)
+def interval_terms(mu: np.ndarray, u: np.ndarray, calibration: dict,
+                   novelty: np.ndarray | None = None) -> pd.DataFrame:
+    """predicted_auc, lo, hi, scale from a per-row level, deviation and novelty (the same code
+    ``recommend`` runs)."""
+    return auc_interval_terms(mu, u, calibration, novelty)
 
 
 def intervals_with_gain(iv: pd.DataFrame, sources: np.ndarray, targets: np.ndarray, auc: np.ndarray,
@@ -251,19 +293,24 @@ def coverage(cells: pd.DataFrame, nominal: float = NOMINAL) -> dict:
 
 def coverage_by_scale(cells: pd.DataFrame, nominal: float = NOMINAL) -> list[dict]:
     """Coverage and median half-width of the easier and the harder half of held-out targets (split
-    at the median predicted difficulty, 1 − level): a normalised interval should be narrower on
-    the easier half and cover near nominal on both. Empty without level/scale or with < 4 targets."""
+    at the median predicted difficulty, 1 − level) and, with a ``novelty`` column, of the nearer
+    and the farther half (split at the median distance from the training targets): an interval
+    that adapts should be narrower on the easier (nearer) half and cover near nominal on both.
+    Empty without level/scale or with < 4 targets."""
     ok = cells[np.isfinite(cells["lo"].to_numpy(dtype=float))] if "lo" in cells else cells.iloc[:0]
     if not ({"scale", "level"} & set(ok.columns)) or ok["target"].nunique() < 4:
         return []
     # split on the difficulty itself (1 − predicted level), whatever exponent the scale got
-    diff = 1.0 - ok["level"] if "level" in ok else ok["scale"]
-    per_t = diff.groupby(ok["target"]).mean()
-    cut = float(per_t.median())
+    splits = [(("easier", "harder"), 1.0 - ok["level"] if "level" in ok else ok["scale"])]
+    if "novelty" in ok and np.isfinite(ok["novelty"].to_numpy(dtype=float)).all():
+        splits.append((("nearer", "farther"), ok["novelty"]))
     out = []
-    for name, sel in (("easier", per_t[per_t <= cut].index), ("harder", per_t[per_t > cut].index)):
-        sub = ok[ok["target"].isin(sel)]
-        if len(sub):
-            out.append({"half": name, "n_targets": int(sub["target"].nunique()), "n_cells": int(len(sub)),
-                        "nominal": nominal} | _inside(sub, "auc", "lo", "hi"))
+    for names, var in splits:
+        per_t = var.groupby(ok["target"]).mean()
+        cut = float(per_t.median())
+        for name, sel in ((names[0], per_t[per_t <= cut].index), (names[1], per_t[per_t > cut].index)):
+            sub = ok[ok["target"].isin(sel)]
+            if len(sub):
+                out.append({"half": name, "n_targets": int(sub["target"].nunique()), "n_cells": int(len(sub)),
+                            "nominal": nominal} | _inside(sub, "auc", "lo", "hi"))
     return out

@@ -49,6 +49,24 @@ def difficulty_table(level_error: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def difficulty_caption(choices: pd.DataFrame) -> str:
+    """What the halves are, and which scale the outer folds' calibrations chose (kind^γ, counts)."""
+    text = ("easier/harder half = held-out targets below/above the median difficulty (1 − predicted "
+            "level); nearer/farther = below/above the median distance from the training targets "
+            "(novelty)")
+    need = {"scenario", "scale_power"}
+    if choices is None or choices.empty or not need <= set(choices.columns):
+        return text
+    parts = []
+    for scen, c in choices.groupby("scenario", sort=False):
+        kind = c["scale_kind"].fillna("difficulty") if "scale_kind" in c else pd.Series("difficulty", c.index)
+        label = [("plain" if not p or not math.isfinite(float(p)) else f"{k}^{float(p):g}")
+                 for k, p in zip(kind, c["scale_power"].fillna(0.0), strict=True)]
+        counts = pd.Series(label).value_counts()
+        parts.append(f"{scen}: " + ", ".join(f"{k} in {v}" for k, v in counts.items()))
+    return text + "; interval scale chosen per outer fold on its calibration cells — " + "; ".join(parts)
+
+
 def level_sentences(level_error: dict[str, dict], n_candidates: dict[str, int]) -> list[str]:
     """The figures in words: the error against the folder-blind level and how many candidates were searched."""
     out = []

@@ -233,6 +233,7 @@ def run_loto(md: MetaDataset, retune: bool = False, n_trials: int = tuning.N_TRI
                             "method": ch.method, "inner_tau_w": ch.inner_tau_w,
                             "interval_q": ch.calibration.get("q"),
                             "scale_power": ch.calibration.get("scale_power"),
+                            "scale_kind": ch.calibration.get("scale_kind"),
                             "calibration_targets": ch.calibration.get("n_targets")})
         inner += [{"group": g, "method": m, "inner_tau_w": v} for m, v in fo.inner.items()]
         _, test = folds.outer(g)

@@ -286,14 +286,18 @@ class Procedure:
 
     def terms(self, m: Method, score: np.ndarray, train: pd.DataFrame, test: pd.DataFrame,
               scenario: str) -> pd.DataFrame:
-        """Per test row: z, mu (learned level), sd (training spread), u (deviation), scale."""
+        """Per test row: z, mu (learned level), sd (training spread), u (deviation), scale
+        (difficulty) and novelty (distance of the test target from the training targets)."""
         lv = auc_level(train)
         z = normal_scores(score, test["target"].to_numpy())
-        mu = self.level_model(train, scenario).level(test)
+        lm = self.level_model(train, scenario)
+        mu = lm.level(test)
         u = np.nan_to_num(np.asarray(score, dtype=float)) if m.auc_units else lv["sd"] * z
-        return pd.DataFrame({"target": test["target"].to_numpy(), "source": test["source"].to_numpy(),
-                             "z": z, "auc": test["auc"].to_numpy(dtype=float), "mu": mu, "sd": lv["sd"],
-                             "u": u, "scale": difficulty(mu)})
+        out = pd.DataFrame({"target": test["target"].to_numpy(), "source": test["source"].to_numpy(),
+                            "z": z, "auc": test["auc"].to_numpy(dtype=float), "mu": mu, "sd": lv["sd"],
+                            "u": u, "scale": difficulty(mu)})
+        nov = lm.novelty(test)
+        return out.assign(novelty=nov) if np.isfinite(nov).all() else out
 
     def _cal_rows(self, score: np.ndarray, train: pd.DataFrame, test: pd.DataFrame, m: Method | None = None,
                   scenario: str = "any") -> pd.DataFrame:
@@ -354,7 +358,8 @@ class Procedure:
             s = scores[ch.method]
             rows.append(_pred_rows(ROW_NAME[scen], test, s))
             t = self.terms(self.cands[ch.method], s, train, test, scen)
-            iv = conformal.interval_terms(t["mu"].to_numpy(), t["u"].to_numpy(), ch.calibration)
+            nov = t["novelty"].to_numpy() if "novelty" in t else None
+            iv = conformal.interval_terms(t["mu"].to_numpy(), t["u"].to_numpy(), ch.calibration, nov)
             iv = conformal.intervals_with_gain(iv, test["source"].to_numpy(), test["target"].to_numpy(),
                                                test["auc"].to_numpy(dtype=float), ch.calibration)
             iv.insert(0, "scenario", scen)
@@ -362,6 +367,8 @@ class Procedure:
             iv.insert(2, "source", test["source"].to_numpy())
             iv["auc"] = test["auc"].to_numpy(dtype=float)
             iv["level"] = t["mu"].to_numpy()
+            if nov is not None:
+                iv["novelty"] = nov
             iv["baseline_auc"] = auc_level(train)["mu"]  # the KB's average level: what a folder-blind model says
             ivs.append(iv)
         return FoldOutcome(g, list(self.folds.groups[g]), means, choices,

@@ -21,8 +21,10 @@ Two siblings share those features (fixed settings, no search on the outer folds)
 Predicted AUC = level + deviation (centred within the target); order = deviation; predicted
 gain = deviation(source) − deviation(scratch). The table, the gain column and the verdict
 therefore come from one model and agree. ``difficulty`` (the predicted room below AUC 1) is
-the scale by which :mod:`recommender.evaluation.conformal` normalises its residuals, so an
-easy folder gets a narrow interval and a hard one a wide one.
+one scale by which :mod:`recommender.evaluation.conformal` may normalise its residuals, so an
+easy folder gets a narrow interval and a hard one a wide one; the level model's other is the
+folder's ``novelty`` (:mod:`recommender.model.novelty`: its distance from the training
+targets in the level inputs), so a folder unlike every KB target can get a wider one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import pandas as pd
 from lightgbm import Booster, LGBMRegressor
 from sklearn.linear_model import RidgeCV
 
+from recommender.model.novelty import Novelty
 from recommender.model.scoring import REFERENCE, Context, Fitted, difficulty  # noqa: F401 (re-exported)
 
 SEED = 0
@@ -133,9 +136,10 @@ class LevelModel:
     """The level sibling alone: every shipped method's predicted AUC starts from it."""
 
     def __init__(self, model: LinearLevel | None, cols: list[str], use_estimates: bool, mean_level: float,
-                 ctx: Context) -> None:
+                 ctx: Context, novelty: Novelty | None = None) -> None:
         self.model, self.cols, self.use_estimates, self.mean_level, self.ctx = (
             model, cols, use_estimates, mean_level, ctx)
+        self.novelty_model = novelty
 
     @classmethod
     def fit(cls, train: pd.DataFrame, ctx: Context, use_estimates: bool = True) -> LevelModel:
@@ -147,7 +151,8 @@ class LevelModel:
                 if tl[c].notna().mean() >= MIN_FEATURE_COVERAGE]
         model = (LinearLevel.fit(tl[cols], g.mean().reindex(tl["target"]).to_numpy(dtype=float))
                  if cols and len(tl) >= MIN_LEVEL_TARGETS else None)
-        return cls(model, cols, use_estimates, float(g.mean().mean()), ctx)
+        groups = [str(ctx.groups.get(t, t)) for t in tl["target"].astype(str)]
+        return cls(model, cols, use_estimates, float(g.mean().mean()), ctx, Novelty.fit(tl[cols], groups))
 
     def level(self, rows: pd.DataFrame) -> np.ndarray:
         """Predicted mean AUC of each row's target (the training mean level when no model was fit)."""
@@ -158,15 +163,25 @@ class LevelModel:
         # rows of one target share their inputs: one level per target
         return lv.groupby(r["target"].to_numpy(), sort=False).transform("mean").to_numpy(dtype=float)
 
+    def novelty(self, rows: pd.DataFrame) -> np.ndarray:
+        """Each row's target's distance from the training targets in the level inputs
+        (:class:`~recommender.model.novelty.Novelty`); NaN when none was fitted (or saved)."""
+        if self.novelty_model is None:
+            return np.full(len(rows), np.nan)
+        r = with_outcome_features(rows, self.ctx, self.use_estimates)
+        d = pd.Series(self.novelty_model.distance(r))
+        return d.groupby(r["target"].to_numpy(), sort=False).transform("mean").to_numpy(dtype=float)
+
     def state(self) -> dict:
         return {"model": None if self.model is None else self.model.state(), "cols": self.cols,
-                "use_estimates": self.use_estimates, "mean_level": self.mean_level}
+                "use_estimates": self.use_estimates, "mean_level": self.mean_level,
+                "novelty": None if self.novelty_model is None else self.novelty_model.state()}
 
     @classmethod
     def from_state(cls, state: dict, ctx: Context) -> LevelModel:
         m = state.get("model")
         return cls(None if m is None else LinearLevel(**m), list(state["cols"]), bool(state["use_estimates"]),
-                   float(state["mean_level"]), ctx)
+                   float(state["mean_level"]), ctx, Novelty.from_state(state.get("novelty")))
 
 
 class OutcomeModel(Fitted):

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from experiments.knowledge_base import SCRATCH as REFERENCE  # what a gain is measured against
+from recommender.model.novelty import novelty_scale
 
 ESTIMATE_KIND = "transferability"
 
@@ -94,25 +95,45 @@ def difficulty(level: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - np.asarray(level, dtype=float), MIN_DIFFICULTY, MAX_DIFFICULTY)
 
 
-def outcome_terms(mu: np.ndarray | float, u: np.ndarray, calibration: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted AUC, interval scale): ``mu + slope · u``; the scale is ``difficulty(mu)`` when the
-    calibration is normalised, else 1 (a calibration saved before normalisation)."""
+SCALE_KINDS = ("difficulty", "novelty")
+
+
+def interval_scale(mu: np.ndarray, novelty: np.ndarray | None, calibration: dict) -> np.ndarray:
+    """The row's interval scale under a normalised calibration: ``difficulty(mu)`` or the
+    folder's novelty (``scale_kind``), to the calibrated power; 1 for a plain calibration. A
+    novelty calibration without a novelty (NaN) gives NaN: no interval rather than a wrong one."""
+    mu = np.asarray(mu, dtype=float)
+    if not calibration.get("normalised"):
+        return np.ones_like(mu)
+    power = float(calibration.get("scale_power", 1.0))
+    if calibration.get("scale_kind", "difficulty") == "novelty":
+        base = (novelty_scale(np.broadcast_to(np.asarray(novelty, dtype=float), mu.shape))
+                if novelty is not None else np.full(mu.shape, np.nan))
+    else:
+        base = difficulty(mu)
+    return base ** power if power else np.where(np.isfinite(base), 1.0, np.nan)
+
+
+def outcome_terms(mu: np.ndarray | float, u: np.ndarray, calibration: dict,
+                  novelty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted AUC, interval scale): ``mu + slope · u``; the scale is :func:`interval_scale`
+    (1 for a calibration saved before normalisation)."""
     u = np.asarray(u, dtype=float)
     mu = np.broadcast_to(np.asarray(mu, dtype=float), u.shape)
     pred = mu + calibration.get("slope", 0.0) * u
-    scale = (difficulty(mu) ** float(calibration.get("scale_power", 1.0)) if calibration.get("normalised")
-             else np.ones_like(pred))
-    return pred, scale
+    return pred, interval_scale(mu, novelty, calibration)
 
 
-def auc_interval_terms(mu: np.ndarray | float, u: np.ndarray, calibration: dict) -> pd.DataFrame:
+def auc_interval_terms(mu: np.ndarray | float, u: np.ndarray, calibration: dict,
+                       novelty: np.ndarray | None = None) -> pd.DataFrame:
     """predicted_auc, lo, hi, scale from a level ``mu``, a deviation term ``u`` (AUC units) and a
-    calibration (``slope``, conformal half-width ``q`` of residuals divided by the scale).
+    calibration (``slope``, conformal half-width ``q`` of residuals divided by the scale); a
+    novelty-scaled calibration also needs each row's ``novelty``.
 
     lo/hi are NaN when the calibration has no ``q`` (too few targets): no interval is better
     than an uncalibrated one. Clipped to [0, 1].
     """
-    pred, scale = outcome_terms(mu, u, calibration)
+    pred, scale = outcome_terms(mu, u, calibration, novelty)
     q = calibration.get("q")
     if q is None:
         lo = hi = np.full(len(pred), np.nan)

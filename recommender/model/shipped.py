@@ -26,7 +26,13 @@ from imagesets import UserError
 from recommender.model.meta_model import SEED, contributions, feature_columns, fit_model
 from recommender.model.methods import Context, MetaFitted, get_method
 from recommender.model.outcome import LevelModel
-from recommender.model.scoring import auc_interval_terms, gain_interval, nan_safe, normal_scores
+from recommender.model.scoring import (
+    SCALE_KINDS,
+    auc_interval_terms,
+    gain_interval,
+    nan_safe,
+    normal_scores,
+)
 
 FORMAT = 2
 SCENARIOS = ("any", "estimates")
@@ -72,9 +78,15 @@ class Shipped:
              else float(self.level["sd"]) * z)
         return mu, u
 
+    def novelty(self, rows: pd.DataFrame) -> np.ndarray:
+        """Each row's folder's distance from the KB's targets in the level inputs (NaN for a model
+        saved without it)."""
+        lm = self.level_model
+        return lm.novelty(rows) if lm is not None else np.full(len(rows), np.nan)
+
     def rank(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """DataFrame[source, predicted_auc, lo80, hi80, method, score, predicted_gain, gain_lo,
-        gain_hi], best first.
+        """DataFrame[source, predicted_auc, lo80, hi80, level, novelty, method, score, predicted_gain,
+        gain_lo, gain_hi], best first.
 
         The predicted AUC is monotone in the score (within-target normal score times the
         calibrated slope), so the order, the predicted column and the interval agree. The
@@ -83,11 +95,13 @@ class Shipped:
         """
         score = self.fitted.score(rows)
         mu, u = self.terms(rows, score)
-        iv = auc_interval_terms(mu, u, self.calibration)
+        nov = self.novelty(rows)
+        iv = auc_interval_terms(mu, u, self.calibration, nov)
         gain = gain_interval(iv["predicted_auc"].to_numpy(), rows["source"].to_numpy(),
                              rows["target"].to_numpy(), self.calibration, iv["scale"].to_numpy())
         out = pd.DataFrame({"source": rows["source"].to_numpy(), "predicted_auc": iv["predicted_auc"],
-                            "lo80": iv["lo"], "hi80": iv["hi"], "level": mu, "method": self.method,
+                            "lo80": iv["lo"], "hi80": iv["hi"], "level": mu, "novelty": nov,
+                            "method": self.method,
                             "score": nan_safe(score), **{c: gain[c].to_numpy() for c in gain.columns}})
         return out.sort_values(["score", "source"], ascending=[False, True],
                                kind="stable").reset_index(drop=True)
@@ -226,6 +240,10 @@ def _check_shipped(man: dict, path: Path, kb: str) -> None:
         gq = (cal.get("gain") or {}).get("q") if isinstance(cal.get("gain", {}), dict) else "bad"
         if gq is not None and not (_finite(gq) and gq >= 0):
             raise ModelFileError(f"{path}: shipped '{scen}' has a bad gain-interval half-width; {how}")
+        kind = cal.get("scale_kind", "difficulty")
+        if kind not in SCALE_KINDS or (kind == "novelty" and not ((lv.get("model") or {}).get("novelty"))):
+            raise ModelFileError(f"{path}: shipped '{scen}' has an interval scale it cannot compute "
+                                 f"({kind!r}); {how}")
 
 
 def load_recommender(kb_name: str, root: Path | None = None, md=None) -> Recommender:  # noqa: ANN001
