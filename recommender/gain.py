@@ -119,8 +119,13 @@ def with_sign_record(info: dict | None, evidence: dict) -> dict | None:
     return out
 
 
+EXTRAPOLATES = (" Your folder is unlike the KB's targets (see the AUC note), so this call is an "
+                "extrapolation: `catscans verify` measures it.")
+
+
 def predicted_verdict(ranking: list[dict], info: dict | None, target_blind: bool = False,
-                      evidence: dict | None = None, unreliable: str | None = None) -> str | None:
+                      evidence: dict | None = None, unreliable: str | None = None,
+                      extrapolates: bool = False) -> str | None:
     """'predicted: …' — whether any source is expected to beat training from scratch here.
 
     Three outcomes from the gain intervals: *helps* (the best source's interval lies above 0),
@@ -128,6 +133,8 @@ def predicted_verdict(ranking: list[dict], info: dict | None, target_blind: bool
     "run verify"). Over the full ranking (before --top). No scratch in the KB: None (no claim).
     ``target_blind``: the order is the static ranking, so the verdict says it is the same for
     any folder. ``unreliable``: why the folder cannot carry a verdict (then no gain is claimed).
+    ``extrapolates``: the folder lies farther from the KB's targets than (nearly) all of them from
+    each other; a *helps* or *hurts* call then says it rests on an extrapolation.
     """
     if unreliable:
         return (f"no claim: {unreliable}, so the estimates on this folder are unreliable and no "
@@ -135,6 +142,8 @@ def predicted_verdict(ranking: list[dict], info: dict | None, target_blind: bool
     if info is None:
         return None
     text = _verdict(ranking, info, evidence or {})
+    if text and extrapolates and verdict_call(ranking, info) in ("helps", "hurts"):
+        text += EXTRAPOLATES
     if text and target_blind:
         text += " (From the KB's records alone: the same for any folder.)"
     return text

@@ -455,9 +455,11 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
             "similarities": sims.get(src, {}),
         })
     tx_evidence = transfer_evidence(model.manifest, "estimates" if use_tx else "any")
+    interval = _interval_info(shipped, ranked)
     verdict = predicted_verdict(  # every source, before --top
         out, gain, shipped.method == "static", tx_evidence,
-        unreliable="; ".join(problems) if problems else None)
+        unreliable="; ".join(problems) if problems else None,
+        extrapolates=bool(((interval or {}).get("novelty") or {}).get("far")))
     gain = with_sign_record(gain, tx_evidence)
     blind = shipped.method == "static" or not use_tx
     grounds = order_grounds(shipped.method, imageset.labelled, kbase.has_checkpoints, use_tx, kb_name,
@@ -479,7 +481,7 @@ def recommend(target: str | Path, kb: str | None = None, top: int | None = None,
         kb_choice=kb_choice,
         method=_method_label(shipped),
         validation=dict(shipped.validated or {}),
-        interval=_interval_info(shipped, ranked),
+        interval=interval,
         noise_ceiling=model.manifest.get("noise_ceiling"),
         gain=gain,
         verdict=verdict,

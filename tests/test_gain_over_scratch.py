@@ -14,7 +14,14 @@ from _scratch_kb import WINS, scratch_kb
 from experiments.knowledge_base import SCRATCH
 from recommender.evaluation import conformal, selection
 from recommender.evaluation.selection import Folds, Procedure
-from recommender.gain import gain_fields, gain_info, gain_text, predicted_verdict, verdict_call
+from recommender.gain import (
+    EXTRAPOLATES,
+    gain_fields,
+    gain_info,
+    gain_text,
+    predicted_verdict,
+    verdict_call,
+)
 from recommender.model import build_meta_dataset, fold_rows, load_recommender
 
 CANDS = ("static", "estimate:best")  # the inner-best single estimate: est_good here (est_noise sees nothing)
@@ -166,6 +173,11 @@ def test_verdict_has_three_outcomes_from_the_intervals():
     assert predicted_verdict(flat, INFO, evidence=ev).startswith("predicted: no source is expected")
     # thin labels: no claim at all, whatever the intervals say
     assert predicted_verdict(up, INFO, unreliable="1 class").startswith("no claim: 1 class")
+    # a folder unlike the KB's targets: a helps / hurts call says it extrapolates; cannot tell already sends to verify
+    for r in (up, down):
+        assert predicted_verdict(r, INFO, evidence=ev, extrapolates=True) == (
+            predicted_verdict(r, INFO, evidence=ev) + EXTRAPOLATES)
+    assert predicted_verdict(unsure, INFO, evidence=ev, extrapolates=True) == predicted_verdict(unsure, INFO, evidence=ev)
 
 
 def test_row_marks_and_cells():

@@ -729,3 +729,26 @@ def test_fit_final(md, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     plain = proc.fit_final(Choice("any", "static", 0.1, calib))
     assert plain["level"]["model"]["use_estimates"] is False and plain["params"] is None
     assert plain["words"] == "words of static"
+
+
+def test_outer_fold_scales_a_novelty_calibration_by_the_held_out_targets_novelty(
+        fake_level, md, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(_FakeLevel, "novel", True)
+    real = conformal.calibrate
+    monkeypatch.setattr(selection.conformal, "calibrate", lambda cal, nominal: real(cal, nominal) | {
+        "normalised": True, "scale_kind": "novelty", "scale_power": 1.0})
+    proc, _ = _proc(md, monkeypatch, nominal=0.7, picks={"any": "meta", "estimates": "learned"})
+    fo = proc.outer_fold("t4")
+    _, choices, params, _ = proc.choose("t4")
+    train, test = proc.folds.outer("t4")
+    assert list(fo.intervals.columns)[-3:] == ["level", "novelty", "baseline_auc"]
+    for scen, ch in choices.items():
+        part = fo.intervals[fo.intervals["scenario"] == scen].reset_index(drop=True)
+        m = proc.cands[ch.method]
+        t = proc.terms(m, selection._fit_score(m, proc.ctx, params.get(ch.method), train, test), train, test, scen)
+        np.testing.assert_allclose(part["novelty"], t["novelty"].to_numpy())
+        want = conformal.interval_terms(t["mu"].to_numpy(), t["u"].to_numpy(), ch.calibration,
+                                        t["novelty"].to_numpy())
+        assert want["lo"].notna().all()  # without the novelty this calibration gives no interval
+        for col in ("lo", "hi", "scale"):
+            np.testing.assert_allclose(part[col], want[col].to_numpy(), err_msg=f"{scen} {col}")

@@ -173,3 +173,52 @@ def test_recommend_states_an_extrapolation_and_whether_the_interval_widens_for_i
 
     old = SimpleNamespace(level_model=SimpleNamespace(novelty_model=None), calibration={})
     assert folder_novelty(old, far) is None and folder_novelty(shipped, far.drop(columns="novelty")) is None
+
+
+def test_the_novelty_scale_is_floored_and_needs_every_value() -> None:
+    cal = pd.DataFrame({"target": ["a", "b", "c"], "scale": [0.1, 0.2, 0.3], "novelty": [0.0, 0.01, 2.0]})
+    np.testing.assert_allclose(cf._scale(cal, 1.0, "novelty"), [MIN_NOVELTY, MIN_NOVELTY, 2.0])
+    np.testing.assert_allclose(cf._scale(cal, 0.5, "difficulty"), np.sqrt([0.1, 0.2, 0.3]))
+    gap = cal.assign(novelty=[1.0, np.nan, 2.0])
+    assert cf._base(gap, "novelty") is None and np.all(cf._scale(gap, 1.0, "novelty") == 1.0)
+
+
+def test_choose_scale_with_nothing_to_scale_by_keeps_the_difficulty_at_one() -> None:
+    c = _cells("neither").drop(columns=["scale", "novelty"])
+    assert cf.choose_scale(c, c["resid"].to_numpy(), 0.8, 0.5) == ("difficulty", 1.0)
+
+
+def test_choose_scale_power_ignores_the_novelty() -> None:
+    c = _cells("novelty")
+    alone = cf.choose_scale(c.drop(columns="novelty"), c["resid"].to_numpy(), 0.8, 0.5)
+    both = cf.choose_scale(c, c["resid"].to_numpy(), 0.8, 0.5)
+    assert both[0] == "novelty" and both[1] != alone[1]  # the novelty would change the power
+    assert cf.choose_scale_power(c, c["resid"].to_numpy(), 0.8, 0.5) == alone[1]
+
+
+def test_calibrate_divides_by_the_chosen_novelty_scale_and_needs_a_difficulty_to_normalise() -> None:
+    c = _cells("novelty", n_targets=16, per=4)
+    c = c.assign(source=np.tile(["scratch", "s1", "s2", "s3"], 16), z=0.0, sd=0.1, u=0.0)
+    c["auc"] = c["mu"] + np.where(np.arange(len(c)) % 2, 1, -1) * c["resid"]
+    cal = c.drop(columns="resid")
+    got = cf.calibrate(cal, 0.8)
+    assert got["scale_kind"] == "novelty"
+    raw = np.abs(cal["auc"].to_numpy() - cal["mu"].to_numpy())
+    sc = novelty_scale(cal["novelty"].to_numpy()) ** got["scale_power"]
+    assert got["q"] == cf._conformal_q(raw / sc, cal["target"].to_numpy(), 0.8, 0.5)[1]
+    # a novelty without a difficulty column: the plain interval (nothing is normalised)
+    plain = cf.calibrate(cal.drop(columns="scale"), 0.8)
+    assert not plain["normalised"] and "scale_kind" not in plain
+    assert plain["q"] == cf._conformal_q(raw, cal["target"].to_numpy(), 0.8, 0.5)[1]
+
+
+def test_interval_terms_passes_the_novelty_and_halves_read_object_columns() -> None:
+    mu, u, nov = np.array([0.8, 0.7]), np.array([0.01, -0.02]), np.array([0.5, 2.0])
+    calib = {"slope": 1.0, "q": 0.05, "normalised": True, "scale_kind": "novelty", "scale_power": 1.0}
+    got = cf.interval_terms(mu, u, calib, nov)
+    pd.testing.assert_frame_equal(got, auc_interval_terms(mu, u, calib, nov))
+    assert got["lo"].notna().all()
+    rows = [{"target": f"t{i}", "level": 0.9 - 0.01 * i, "novelty": float(i), "auc": 0.5, "lo": 0.4, "hi": 0.6,
+             "scale": 1.0} for i in range(6)]
+    cells = pd.DataFrame(rows)
+    assert cf.coverage_by_scale(cells.astype({"novelty": object})) == cf.coverage_by_scale(cells)
