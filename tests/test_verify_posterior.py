@@ -351,3 +351,27 @@ def test_evaluate_meta_rows_take_the_prior_from_the_held_out_intervals() -> None
     json.dumps(ev.to_dict())
     flat = replay_report.evaluate(kb, pd.DataFrame(rows))  # no intervals: a flat prior, still anchored
     assert "a flat prior" in flat.notes[0]
+
+
+def test_pick_text_names_a_flat_prior_whether_or_not_the_first_is_displaced() -> None:
+    from recommender.verify.posterior import pick_text
+
+    rows = {"a": {"p_beats_leader": 0.0}, "b": {"p_beats_leader": 0.96}}
+    kept = {"pick": "a", "leader": "a", "rows": {**rows, "b": {"p_beats_leader": 0.4}}, "threshold": 0.9,
+            "displaced": False}
+    moved = {"pick": "b", "leader": "a", "rows": rows, "threshold": 0.9, "displaced": True}
+    for s in (kept, moved):
+        assert "flat prior" in pick_text(s, "none") and "flat prior" not in pick_text(s)
+    assert pick_text(moved, "none") == ("pick: b, better than the predicted first a (its prediction has no "
+                                        "interval: a flat prior) with posterior probability 0.96 (≥ 0.90)")
+    assert pick_text(kept) == ("pick: a, the predicted first: no challenger is better with posterior "
+                               "probability ≥ 0.90; the closest, b, 0.40")
+
+
+def test_verify_seeds_follow_the_folders_content_not_its_path() -> None:
+    a = PairedCell("finetune", "src", "/one/place/folder", 0, "h", "fp123")
+    b = PairedCell("finetune", "src", "/another/place/folder", 0, "h", "fp123")
+    assert a.seed == b.seed and a.key == b.key
+    assert a.seed != PairedCell("finetune", "src", "/one/place/folder", 0, "h", "fp999").seed
+    # without an identity the spec names it, as a KB cell's
+    assert PairedCell("finetune", "src", "t", 0, "h").key == Cell("finetune", "src", "t", 0, "h").key

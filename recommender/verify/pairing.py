@@ -6,7 +6,7 @@ difference is paired only if the two fine-tunes differ in nothing but the starti
 head seed or a data order that differs by candidate adds their seed noise to every difference.
 
 A KB cell's seed comes from (protocol, source, target, repeat), so two sources never share one;
-verify's cells (:class:`PairedCell`) take it from (protocol, target, repeat) only: the new head's
+verify's cells (:class:`PairedCell`) take it from (protocol, the folder's content, repeat) only: the new head's
 initialisation and the batch order are then the same for every candidate of a round (for KB
 sources of one architecture the head is drawn at the same point of one seeded stream). The
 training subsample and test images are functions of (target, protocol, repeat) already.
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from experiments.cells import Cell
 from experiments.data import stable_seed
+from experiments.store import cell_key
 from imagesets import UserError
 
 __all__ = ["PairedCell", "PairingError", "check_paired", "PAIRED_FIELDS"]
@@ -35,11 +36,20 @@ class PairingError(UserError):
 
 @dataclass(frozen=True)
 class PairedCell(Cell):
-    """A verify fine-tune whose seed is shared by every candidate of its round."""
+    """A verify fine-tune whose seed is shared by every candidate of its round.
+
+    ``identity``: what names the folder in the seed and the store key (its content fingerprint);
+    empty: the target spec, as a KB cell."""
+
+    identity: str = ""
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.kind, self.source, self.identity or self.target, self.repeat, self.protocol_hash)
 
     @property
     def seed(self) -> int:
-        return stable_seed(self.protocol_hash, self.kind, "verify-paired", self.target, self.repeat)
+        return stable_seed(self.protocol_hash, self.kind, "verify-paired", self.identity or self.target, self.repeat)
 
 
 def _fields(rec: dict) -> dict:

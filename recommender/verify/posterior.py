@@ -365,13 +365,13 @@ def pick_text(s: dict, basis: str = "gain interval") -> str:
     pick, lead, rows, thr = s["pick"], s["leader"], s["rows"], s["threshold"]
     if s.get("no_prediction"):
         return f"pick: {pick}, the posterior best (no prediction to start from: a flat prior)"
+    flat = "" if basis != "none" else " (its prediction has no interval: a flat prior)"
     if s["displaced"]:
-        return (f"pick: {pick}, better than the predicted first {lead} with posterior probability "
+        return (f"pick: {pick}, better than the predicted first {lead}{flat} with posterior probability "
                 f"{rows[pick]['p_beats_leader']:.2f} (≥ {thr:.2f})")
     others = [c for c in rows if c != lead]
     closest = max(others, key=lambda c: rows[c]["p_beats_leader"]) if others else None
     why = (f"; the closest, {closest}, {rows[closest]['p_beats_leader']:.2f}" if closest else "")
-    flat = "" if basis != "none" else " (its prediction has no interval: a flat prior)"
     return (f"pick: {lead}, the predicted first{flat}: no challenger is better with posterior probability "
             f"≥ {thr:.2f}{why}")
 

@@ -174,8 +174,10 @@ class _Runner:
     """Runs a round's cells through the backend and reads them back from the store."""
 
     def __init__(self, proto: Protocol, target: str, n_train_full: int, cands: list[Candidate], kb: KnowledgeBase,
-                 run_dir: Path, store_url: str | None, data_dir: str, backend, emit: Event) -> None:  # noqa: ANN001
+                 run_dir: Path, store_url: str | None, data_dir: str, backend, emit: Event,  # noqa: ANN001
+                 identity: str = "") -> None:
         self.proto, self.target, self.n_full, self.emit = proto, target, n_train_full, emit
+        self.identity = identity  # the folder's fingerprint: seeds and keys do not depend on its path
         self.cands = {c.name: c for c in cands}
         self.run_dir, self.store_url, self.data_dir, self.backend = run_dir, store_url, data_dir, backend
         self.kb_ck = str(kb.path / "checkpoints") if kb.path else ""
@@ -188,7 +190,8 @@ class _Runner:
     def cells(self, rnd: Round) -> list[Cell]:
         """The round's fine-tunes; :class:`PairedCell`: one seed per repeat for every candidate."""
         p = level_protocol(self.proto, rnd.level, self.n_full)
-        return [PairedCell("finetune", s, self.target, r, p.hash) for s in rnd.alive for r in range(rnd.seeds)]
+        return [PairedCell("finetune", s, self.target, r, p.hash, self.identity)
+                for s in rnd.alive for r in range(rnd.seeds)]
 
     def __call__(self, rnd: Round, budget: Budget) -> None:
         p = level_protocol(self.proto, rnd.level, self.n_full)
@@ -282,7 +285,7 @@ def verify(target: str, kb: str, sources: list[str] | None = None, top: int = 4,
         if c.external:
             materialise(c, run_dir / "checkpoints")
     runner = _Runner(proto, spec, n_full, cands, kbase, run_dir, store_url, ddir,
-                     backend or LocalBackend(threads=1), emit)
+                     backend or LocalBackend(threads=1), emit, identity=fp)
     n_cand = len(cands)
     full_units = n_cand * max_seeds
     bud = Budget(amount * full_units if kind == "fraction" else None)
