@@ -60,6 +60,9 @@ def test_evaluate_meta_json_and_out_files(evaluated):
         assert (tmp / "out" / name).stat().st_size > 0, name
     html = (tmp / "out" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<table" in html
+    # the level's error and the interval's coverage by halves are in the report, not only in CSV
+    assert "Predicted AUC vs measured" in html and "KB avg" in html
+    assert "Interval coverage by halves" in html and "easier half" in html
     man = json.loads((tmp / "artifacts" / "models" / "synthetic" / "manifest.json").read_text())
     assert man["method"] == man["shipped"]["any"]["method"]
     validated = man["shipped"]["any"]["validated"]

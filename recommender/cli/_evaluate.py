@@ -324,6 +324,12 @@ def register(app: typer.Typer) -> None:
                     "the method the inner leave-one-group-out chose for each held-out group, and its "
                     "inner mean τw.", result.choices),
             }
+            if len(lvl_tbl):
+                display["Predicted AUC vs measured (held-out targets)"] = (
+                    "mean absolute error per target against the KB's average level, paired over groups.", lvl_tbl)
+            if len(diff_tbl):
+                display["Interval coverage by halves of the held-out targets"] = (
+                    difficulty_caption(result.choices), diff_tbl)
             if scr is not None:
                 from recommender.evaluation.report_html import display_frame
 
