@@ -219,8 +219,9 @@ def folder_novelty(shipped, ranked: pd.DataFrame) -> dict | None:  # noqa: ANN00
     if nm is None or not len(v) or not nm.reference:
         return None
     k, n = nm.share_closer(float(v[0]))
-    cal = shipped.calibration or {}
-    scaled = bool(cal.get("normalised") and cal.get("scale_kind") == "novelty" and cal.get("scale_power"))
+    from recommender.model.scoring import scales_by_novelty
+
+    scaled = scales_by_novelty(shipped.calibration or {})
     far = k >= FAR_SHARE * n
     than = f"any of its {n} targets lies" if k == n else f"{k} of its {n} targets lie"
     text = f"your folder lies farther from the KB's targets than {than} from the others (in the level model's inputs)"

@@ -97,6 +97,14 @@ def _cells(grows_with: str, n_targets: int = 24, per: int = 12, seed: int = 1) -
     return pd.DataFrame(rows)
 
 
+def _calibration_cells() -> pd.DataFrame:
+    """16 targets × (scratch + 3 sources) whose AUC misses the level by a novelty-growing residual."""
+    c = _cells("novelty", n_targets=16, per=4)
+    c = c.assign(source=np.tile(["scratch", "s1", "s2", "s3"], 16), z=0.0, sd=0.1, u=0.0)
+    c["auc"] = c["mu"] + np.where(np.arange(len(c)) % 2, 1, -1) * c["resid"]
+    return c
+
+
 @pytest.mark.parametrize("grows_with", ["novelty", "difficulty"])
 def test_choose_scale_picks_the_variable_the_error_grows_with(grows_with: str) -> None:
     c = _cells(grows_with)
@@ -114,9 +122,7 @@ def test_choose_scale_keeps_the_plain_interval_when_the_error_grows_with_neither
 
 
 def test_calibrate_with_novelty_scales_auc_and_gain_residuals_alike() -> None:
-    c = _cells("novelty", n_targets=16, per=4)
-    c = c.assign(source=np.tile(["scratch", "s1", "s2", "s3"], 16), z=0.0, sd=0.1, u=0.0)
-    c["auc"] = c["mu"] + np.where(np.arange(len(c)) % 2, 1, -1) * c["resid"]
+    c = _calibration_cells()
     got = cf.calibrate(c.drop(columns="resid"), 0.8)
     assert got["normalised"] and got["scale_kind"] == "novelty"
     assert got["gain"] == cf.calibrate_gain(c.drop(columns="resid"), got["slope"], 0.8, 0.5,
@@ -197,9 +203,7 @@ def test_choose_scale_power_ignores_the_novelty() -> None:
 
 
 def test_calibrate_divides_by_the_chosen_novelty_scale_and_needs_a_difficulty_to_normalise() -> None:
-    c = _cells("novelty", n_targets=16, per=4)
-    c = c.assign(source=np.tile(["scratch", "s1", "s2", "s3"], 16), z=0.0, sd=0.1, u=0.0)
-    c["auc"] = c["mu"] + np.where(np.arange(len(c)) % 2, 1, -1) * c["resid"]
+    c = _calibration_cells()
     cal = c.drop(columns="resid")
     got = cf.calibrate(cal, 0.8)
     assert got["scale_kind"] == "novelty"

@@ -118,21 +118,21 @@ def choose_scale(cal: pd.DataFrame, resid: np.ndarray, nominal: float, correctio
     wins (ties: the difficulty before the novelty, the larger γ first). With the difficulty
     alone this is the balance of the easier and the harder half (:func:`choose_scale_power`)."""
     tgt = cal["target"].to_numpy()
-    kinds = [k for k in SCALE_KINDS if _base(cal, k) is not None] or ["difficulty"]
+    bases = {k: b for k in SCALE_KINDS if (b := _base(cal, k)) is not None} or {"difficulty": np.ones(len(cal))}
     splits = []
-    for k in kinds:
-        base = _base(cal, k)
-        per_t = pd.Series(base if base is not None else np.ones(len(cal))).groupby(tgt).mean()
+    for base in bases.values():
+        per_t = pd.Series(base).groupby(tgt).mean()
         splits.append(set(per_t[per_t <= per_t.median()].index))
+    first = next(iter(bases))
     if pd.Series(tgt).nunique() < 4:
-        return kinds[0], 1.0
-    best, best_gap = (kinds[0], 1.0), math.inf
-    for kind in kinds:
+        return first, 1.0
+    best, best_gap = (first, 1.0), math.inf
+    for kind, base in bases.items():
         for g in sorted(SCALE_POWERS, reverse=True):
-            sc = _scale(cal, g, kind)
+            sc = base ** g
             _, q = _conformal_q(resid / sc, tgt, nominal, correction)
             if q is None:
-                return kinds[0], 1.0
+                return first, 1.0
             inside = pd.Series(resid <= q * sc).groupby(tgt).mean()
             gap = 0.0
             for low in splits:

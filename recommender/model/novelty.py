@@ -25,8 +25,20 @@ MIN_TARGETS = 4
 MIN_NOVELTY = 0.05  # a scale, never 0: a twin of a training target still gets an interval
 
 
-def _standardise(A: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    A = np.where(np.isfinite(A), A, mean)  # an unknown fact sits at the training mean (distance 0)
+def fit_standardiser(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (mean, sd) of the finite values, an unknown value counted at the mean; sd 0 → 1.
+    Shared with the ridge level (:class:`recommender.model.outcome.LinearLevel`), which reads the
+    same inputs."""
+    ok = np.isfinite(A)
+    n_ok = ok.sum(axis=0)
+    mean = np.where(n_ok > 0, np.where(ok, A, 0.0).sum(axis=0) / np.maximum(n_ok, 1), 0.0)
+    scale = np.where(ok, A, mean).std(axis=0)
+    return mean, np.where(scale > 0, scale, 1.0)
+
+
+def standardise(A: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(A − mean) / scale, an unknown value at the training mean (so it adds 0)."""
+    A = np.where(np.isfinite(A), A, mean)
     return (A - mean) / scale
 
 
@@ -57,12 +69,8 @@ class Novelty:
         if X.shape[1] == 0 or len(X) < MIN_TARGETS:
             return None
         A = X.to_numpy(dtype=float)
-        ok = np.isfinite(A)
-        n_ok = ok.sum(axis=0)
-        mean = np.where(n_ok > 0, np.where(ok, A, 0.0).sum(axis=0) / np.maximum(n_ok, 1), 0.0)
-        scale = np.where(np.isfinite(A), A, mean).std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        Z = _standardise(A, mean, scale)
+        mean, scale = fit_standardiser(A)
+        Z = standardise(A, mean, scale)
         g = np.asarray(groups if groups is not None else range(len(X)), dtype=object)
         ref = []
         for i in range(len(Z)):
@@ -74,7 +82,7 @@ class Novelty:
     def distance(self, X: pd.DataFrame) -> np.ndarray:
         """Novelty of each row (its target's level inputs; columns as fitted, missing ones unknown)."""
         A = X.reindex(columns=self.cols).to_numpy(dtype=float)
-        return _knn_mean(_standardise(A, self.mean, self.scale), self.train, K)
+        return _knn_mean(standardise(A, self.mean, self.scale), self.train, K)
 
     def share_closer(self, value: float) -> tuple[int, int]:
         """(k, n): how many of the n KB targets lie closer to the other groups than ``value``."""

@@ -36,7 +36,7 @@ import pandas as pd
 from lightgbm import Booster, LGBMRegressor
 from sklearn.linear_model import RidgeCV
 
-from recommender.model.novelty import Novelty
+from recommender.model.novelty import Novelty, fit_standardiser, standardise
 from recommender.model.scoring import REFERENCE, Context, Fitted, difficulty  # noqa: F401 (re-exported)
 
 SEED = 0
@@ -251,20 +251,13 @@ class LinearLevel:
     @classmethod
     def fit(cls, X: pd.DataFrame, y: np.ndarray) -> LinearLevel:
         A = X.to_numpy(dtype=float)
-        ok = np.isfinite(A)
-        n_ok = ok.sum(axis=0)
-        mean = np.where(n_ok > 0, np.where(ok, A, 0.0).sum(axis=0) / np.maximum(n_ok, 1), 0.0)
-        A = np.where(np.isfinite(A), A, mean)
-        scale = A.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        Z = (A - mean) / scale
+        mean, scale = fit_standardiser(A)
+        Z = standardise(A, mean, scale)
         r = RidgeCV(alphas=RIDGE_ALPHAS).fit(Z, y)
         return cls(mean.tolist(), scale.tolist(), np.asarray(r.coef_).tolist(), float(r.intercept_), float(r.alpha_))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        A = X.to_numpy(dtype=float)
-        A = np.where(np.isfinite(A), A, self.mean)
-        return ((A - self.mean) / self.scale) @ self.coef + self.intercept
+        return standardise(X.to_numpy(dtype=float), self.mean, self.scale) @ self.coef + self.intercept
 
     def state(self) -> dict:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),

@@ -98,6 +98,12 @@ def difficulty(level: np.ndarray) -> np.ndarray:
 SCALE_KINDS = ("difficulty", "novelty")
 
 
+def scales_by_novelty(calibration: dict) -> bool:
+    """Whether a calibration widens each row's interval by the folder's novelty (γ > 0)."""
+    return bool(calibration.get("normalised") and calibration.get("scale_kind") == "novelty"
+                and calibration.get("scale_power"))
+
+
 def interval_scale(mu: np.ndarray, novelty: np.ndarray | None, calibration: dict) -> np.ndarray:
     """The row's interval scale under a normalised calibration: ``difficulty(mu)`` or the
     folder's novelty (``scale_kind``), to the calibrated power; 1 for a plain calibration. A
