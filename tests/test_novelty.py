@@ -226,3 +226,12 @@ def test_interval_terms_passes_the_novelty_and_halves_read_object_columns() -> N
              "scale": 1.0} for i in range(6)]
     cells = pd.DataFrame(rows)
     assert cf.coverage_by_scale(cells.astype({"novelty": object})) == cf.coverage_by_scale(cells)
+
+
+def test_choose_scale_early_returns_name_the_first_available_kind() -> None:
+    c = _cells("novelty", n_targets=3, per=4)
+    assert cf.choose_scale(c, c["resid"].to_numpy(), 0.8, 0.5) == ("difficulty", 1.0)  # < 4 targets
+    only = c.drop(columns="scale")
+    assert cf.choose_scale(only, only["resid"].to_numpy(), 0.8, 0.5) == ("novelty", 1.0)
+    few = _cells("novelty", n_targets=5, per=2).drop(columns="scale")  # 5 targets: no finite q at 0.9
+    assert cf.choose_scale(few, few["resid"].to_numpy(), 0.9, 0.5) == ("novelty", 1.0)
